@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make demo   serve every Truss locally with the real Truss server and call it
+#   make test   run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip check
+	touch $@
+
+demo: setup
+	$(PY) -m tools.demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf .cache

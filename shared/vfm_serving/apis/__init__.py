@@ -1,0 +1,1 @@
+"""Request parsing and response shaping of each public API (one module per API contract)."""

@@ -1,0 +1,1 @@
+"""Stage 3 of the request flow: DINOv2-family embeddings (geometry, preprocessing, forward, pooling)."""

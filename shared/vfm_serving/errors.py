@@ -1,0 +1,96 @@
+"""Typed errors with stable machine-readable codes.
+
+The shared package raises only `ServingError` subclasses for problems it can name. `client_error`
+tells the Truss whether the caller is at fault (HTTP 4xx / per-instance error) or the server
+(5xx). Codes are part of the public API: never rename one, add new ones instead.
+"""
+
+from typing import Any, Dict
+
+
+class ServingError(Exception):
+    """Base error. `code` is stable; `message` is safe to show (no payloads, no tokens)."""
+
+    code = "serving_error"
+    client_error = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON body fragment: {"code": ..., "message": ...}."""
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidRequest(ServingError):
+    """The request body is not the documented shape (missing/conflicting fields, wrong types)."""
+
+    code = "invalid_request"
+
+
+class MissingImage(InvalidRequest):
+    code = "missing_image"
+
+
+class ConflictingInputs(InvalidRequest):
+    code = "conflicting_inputs"
+
+
+class UnsupportedTask(InvalidRequest):
+    code = "unsupported_task"
+
+
+class InvalidBatchSize(InvalidRequest):
+    code = "invalid_batch_size"
+
+
+class TooManyImages(InvalidRequest):
+    code = "too_many_images"
+
+
+class InvalidBase64(ServingError):
+    code = "invalid_base64"
+
+
+class InvalidUrl(ServingError):
+    """Not an http(s) URL, or a malformed one."""
+
+    code = "invalid_url"
+
+
+class FetchFailed(ServingError):
+    """The URL / object could not be downloaded (status, timeout, connection)."""
+
+    code = "fetch_failed"
+
+
+class ImageTooLarge(ServingError):
+    """Encoded bytes or decoded pixels beyond the configured limits."""
+
+    code = "image_too_large"
+
+
+class ImageDecodeError(ServingError):
+    """Bytes that no image decoder accepts, or a truncated image."""
+
+    code = "image_decode_failed"
+
+
+class InvalidImageGeometry(ServingError):
+    """Image decodes but is too small or too elongated for the configured limits."""
+
+    code = "invalid_image_geometry"
+
+
+class MediaTypeMismatch(ServingError):
+    """Declared media type is unsupported or contradicts the bytes."""
+
+    code = "media_type_mismatch"
+
+
+class ModelError(ServingError):
+    """The model failed on input that passed validation: a server-side problem."""
+
+    code = "model_error"
+    client_error = False

@@ -1,0 +1,1 @@
+"""Stage 4 of the request flow: encode model outputs for the response body."""

@@ -1,0 +1,81 @@
+"""Every serving limit in one place.
+
+Each field is a named, documented setting read from an environment variable `VFM_<FIELD>` (upper
+case), so a Truss can change it in its `config.yaml` under `environment_variables` without code
+changes. The README lists the same table.
+"""
+
+import dataclasses
+import os
+from typing import Any, Mapping, Optional
+
+ENV_PREFIX = "VFM_"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings:
+    """Limits and knobs shared by all Trusses.
+
+    Attributes:
+        max_images_per_request: most images one request may carry; more -> `too_many_images`.
+        max_batch_size: largest micro-batch the forward pass runs; a requested `batch_size` above it
+            is lowered to it (reported in the response, never an error, never dropping images).
+        default_batch_size: micro-batch size when the request names none (Midnight's
+            `optimal_batch_size`).
+        max_image_bytes: largest encoded image accepted, from any source (after base64 decoding).
+        max_image_pixels: largest decoded width*height; guards against decompression bombs.
+        min_image_side: smallest accepted width or height in pixels.
+        max_aspect_ratio: largest accepted long-side/short-side ratio.
+        fetch_timeout_s: connect and read timeout for one URL or GCS download.
+        fetch_concurrency: how many downloads of one request run at once.
+        gcs_endpoint: base URL of the GCS JSON API (an emulator in tests).
+    """
+
+    max_images_per_request: int = 64
+    max_batch_size: int = 32
+    default_batch_size: int = 8
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    min_image_side: int = 1
+    max_aspect_ratio: float = 1000.0
+    fetch_timeout_s: float = 15.0
+    fetch_concurrency: int = 8
+    gcs_endpoint: str = "https://storage.googleapis.com"
+
+    @classmethod
+    def from_env(
+        cls, environ: Optional[Mapping[str, str]] = None, **defaults: Any
+    ) -> "ServingSettings":
+        """Build settings from `defaults` (a Truss's own choices) overridden by `VFM_*` variables.
+
+        Raises:
+            ValueError: a variable does not parse as its field's type (a deploy mistake, not a
+                client one: the Truss fails to load, loudly).
+        """
+        environ = os.environ if environ is None else environ
+        values = dict(defaults)
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            caster = {"int": int, "float": float, "str": str}[
+                field.type if isinstance(field.type, str) else field.type.__name__
+            ]
+            try:
+                values[field.name] = caster(raw)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r}: {exc}") from exc
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ValueError when the settings contradict each other."""
+        if not 1 <= self.default_batch_size <= self.max_batch_size:
+            raise ValueError("default_batch_size must be in [1, max_batch_size]")
+        for name in ("max_images_per_request", "max_image_bytes", "max_image_pixels",
+                     "min_image_side", "fetch_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_aspect_ratio < 1 or self.fetch_timeout_s <= 0:
+            raise ValueError("max_aspect_ratio must be >= 1 and fetch_timeout_s > 0")

@@ -1,0 +1,1 @@
+"""Developer tooling (not shipped to Baseten): stand-in checkpoints, local Truss server, demo."""
