@@ -1,0 +1,88 @@
+"""Shared fixtures: real loopback HTTP servers and real local Truss servers.
+
+Nothing here mocks the thing under test: Truss servers are the real inference server running the
+real model.py in a subprocess; image URLs are served by a real HTTP server on 127.0.0.1.
+"""
+
+import http.server
+import socket
+import threading
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LoopbackFiles:
+    """A real HTTP server on 127.0.0.1 serving in-memory files; records request headers."""
+
+    def __init__(self) -> None:
+        self.files: Dict[str, Tuple[int, bytes, str]] = {}
+        self.requests: List[Tuple[str, Dict[str, str]]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests.append((self.path, dict(self.headers)))
+                status, body, ctype = outer.files.get(self.path, (404, b"not found", "text/plain"))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, path: str, body: bytes, status: int = 200,
+            content_type: str = "application/octet-stream") -> str:
+        """Serve `body` at `path`; return its full URL."""
+        self.files[path] = (status, body, content_type)
+        return self.base + path
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def loopback_files() -> Iterator[LoopbackFiles]:
+    server = LoopbackFiles()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def truss_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable]:
+    """start(name, env_overrides) -> a running tools.local_server.LocalTruss for a manifest truss.
+
+    The stand-in checkpoint is generated (or reused) first; servers stop at session end.
+    """
+    import contextlib
+
+    from tools.local_server import serve
+    from tools.manifest import load_manifest, prepare_standin
+
+    stack = contextlib.ExitStack()
+
+    def start(name: str, env: Dict[str, str] = None):  # type: ignore[assignment]
+        entry = load_manifest()["trusses"][name]
+        full_env = {**prepare_standin(name), **(env or {})}
+        work = tmp_path_factory.mktemp(f"truss-{name}")
+        return stack.enter_context(serve(ROOT / entry["folder"], free_port(), full_env,
+                                         work_dir=work))
+
+    yield start
+    stack.close()
