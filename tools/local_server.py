@@ -141,6 +141,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     entry = load_manifest()["trusses"][args.truss]
     env = prepare_standin(args.truss)
+    # SIGTERM (e.g. `kill`) unwinds like Ctrl-C so the server child is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with serve(ROOT / entry["folder"], args.port or entry["port"], env) as server:
         log.info("serving %s at %s (Ctrl-C to stop); logs: %s", args.truss, server.predict_url,
                  server.log_path)
