@@ -22,5 +22,8 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+bench: setup
+	$(PY) -m bench.midnight_batching
+
 clean:
 	rm -rf .cache

@@ -5,7 +5,6 @@ real model.py in a subprocess; image URLs are served by a real HTTP server on 12
 """
 
 import http.server
-import socket
 import threading
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
@@ -13,13 +12,6 @@ from typing import Callable, Dict, Iterator, List, Tuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LoopbackFiles:
@@ -72,7 +64,7 @@ def truss_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     """
     import contextlib
 
-    from tools.local_server import serve
+    from tools.local_server import free_port, serve
     from tools.manifest import load_manifest, prepare_standin
 
     stack = contextlib.ExitStack()
