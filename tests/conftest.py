@@ -11,6 +11,8 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
+from tools.local_server import free_port  # noqa: F401  (re-exported for tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,7 +66,7 @@ def truss_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     """
     import contextlib
 
-    from tools.local_server import free_port, serve
+    from tools.local_server import serve
     from tools.manifest import load_manifest, prepare_standin
 
     stack = contextlib.ExitStack()
