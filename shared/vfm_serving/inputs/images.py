@@ -1,12 +1,12 @@
 """Decode image bytes into RGB PIL images within the configured limits."""
 
 import io
-import warnings
 from typing import Optional
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vfm_serving.errors import ImageDecodeError, ImageTooLarge, InvalidImageGeometry
+from vfm_serving.errors import (ImageDecodeError, ImageTooLarge, InvalidImageGeometry,
+                                MediaTypeMismatch)
 from vfm_serving.settings import ServingSettings
 
 # PIL's own bomb check (DecompressionBombError at 2x this) is replaced by ours: we compare the
@@ -55,26 +55,24 @@ def decode_rgb(data: bytes, settings: ServingSettings, *,
         everything `open_image` raises, and ImageDecodeError for truncated/corrupt pixel data;
         MediaTypeMismatch when `expected_format` is given and differs.
     """
-    from vfm_serving.errors import MediaTypeMismatch
-
     image = open_image(data, settings)
     if expected_format is not None and image.format != expected_format:
         raise MediaTypeMismatch(f"declared {expected_format} but the bytes are "
                                 f"{image.format or 'unknown'}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode != "RGB":
-                image = _to_rgb(image)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode != "RGB":
+            image = _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(f"image data is corrupt or truncated ({type(exc).__name__})") from None
     return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any mode to RGB; transparent pixels become black, as PIL's `convert` does."""
+    """Convert any mode to RGB. Alpha is dropped (`Image.convert("RGB")`, what the model card's
+    `.convert("RGB")` does); 16-bit greyscale ("I;16", or "I" read as a 16-bit range) is scaled
+    to 8 bits instead of clipped."""
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
