@@ -36,20 +36,22 @@ class Model:
 
     def load(self) -> None:
         """Load from MIDNIGHT_CHECKPOINT, else the pre-cached weights, else the hub (pinned)."""
-        source, revision = self._checkpoint()
+        source, revision, model_id = self._checkpoint()
         token = self._secrets["hf_access_token"] if revision else None
         self._backbone = load_backbone(
             source, input_size=self._meta["input_size"], mean=self._meta["normalize_mean"],
-            std=self._meta["normalize_std"], model_id=self._meta["hf_model_id"],
-            revision=revision, token=token or None)
+            std=self._meta["normalize_std"], model_id=model_id, revision=revision,
+            token=token or None)
 
-    def _checkpoint(self) -> Tuple[str, Optional[str]]:
+    def _checkpoint(self) -> Tuple[str, Optional[str], str]:
+        """(source, hub revision or None, model_id to report)."""
         override = os.environ.get("MIDNIGHT_CHECKPOINT", "").strip()
         if override:
-            return override, None
+            return override, None, override
+        hub_id = self._meta["hf_model_id"]
         if (Path(self._meta["weights_dir"]) / "config.json").is_file():
-            return self._meta["weights_dir"], None
-        return self._meta["hf_model_id"], self._meta["hf_revision"]
+            return self._meta["weights_dir"], None, hub_id
+        return hub_id, self._meta["hf_revision"], hub_id
 
     def preprocess(self, body: Any) -> Any:
         """Validate and decode every image; a client mistake becomes a 400 response for predict."""
