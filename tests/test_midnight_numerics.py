@@ -101,6 +101,7 @@ def test_register_token_checkpoint_uses_config_layout(truss_server_factory, tmp_
     from tools.standins.midnight import make
 
     checkpoint = make(tmp_path / "registers", registers=4)
+    (checkpoint / "STANDIN.json").unlink()  # any local DINOv2 checkpoint, not our stand-in
     server = truss_server_factory("midnight", env={"MIDNIGHT_CHECKPOINT": str(checkpoint)})
     images = [photo("rocket", (320, 240)), photo("coffee", (240, 320))]
     for task in ("classification", "segmentation"):
@@ -108,7 +109,7 @@ def test_register_token_checkpoint_uses_config_layout(truss_server_factory, tmp_
                                    "task": task})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert "STAND-IN" in body["model_id"] and "registers" in body["model_id"]
+        assert body["model_id"] == str(checkpoint)
         expected = reference_embeddings(str(checkpoint), images, task)
         np.testing.assert_allclose(np.asarray(body["embeddings"], dtype=np.float32), expected,
                                    atol=1e-5, rtol=0)
