@@ -94,3 +94,9 @@ class ModelError(ServingError):
 
     code = "model_error"
     client_error = False
+
+
+class InvalidGcsUri(ServingError):
+    """A `gcs_uri` that is not `gs://<valid bucket>/<object with an extension>`."""
+
+    code = "invalid_gcs_uri"

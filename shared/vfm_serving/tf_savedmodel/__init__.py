@@ -1,0 +1,1 @@
+"""TensorFlow SavedModel backends (Derm Foundation): load, micro-batched calls, fallbacks."""

@@ -1,0 +1,208 @@
+"""Derm Foundation as a TensorFlow SavedModel: load, probe, micro-batched calls with fallback.
+
+Signature `serving_default`: `inputs` string [N] of serialized `tf.train.Example` (one feature,
+`image/encoded` = the image bytes, unchanged) -> `embedding` float32 [N, 6144].
+
+A batch that fails (one undecodable image fails the whole graph call) is retried one instance at
+a time, so only the culprit gets an error.
+"""
+
+import dataclasses
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, List, Sequence, Union
+
+import numpy as np
+
+from vfm_serving.batching import micro_batches
+from vfm_serving.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+STANDIN_MARKER = "STANDIN.json"
+INPUT_KEY = "inputs"
+OUTPUT_KEY = "embedding"
+IMAGE_FEATURE = "image/encoded"
+EMBEDDING_DIM = 6144
+
+
+@dataclasses.dataclass
+class CallStats:
+    """Counters of one request's model calls (reported in the response `metadata`).
+
+    model_calls: every graph call; batched_calls: those with more than one image;
+    per_instance_fallbacks: failed multi-image batches retried one image at a time;
+    fallback_calls: the single-image calls those retries made.
+    """
+
+    model_calls: int = 0
+    batched_calls: int = 0
+    per_instance_fallbacks: int = 0
+    fallback_calls: int = 0
+
+
+@dataclasses.dataclass
+class DermSavedModel:
+    """A loaded SavedModel signature with what the server reports about it.
+
+    `max_batch` is 1 when the load-time probe showed the model rejects N > 1.
+    """
+
+    signature: Any
+    module: Any  # the loaded SavedModel object: keeps the signature's variables alive
+    model_id: str
+    is_standin: bool
+    max_batch: int
+    directory: str
+
+
+def serialize_example(image_bytes: bytes) -> bytes:
+    """One serialized `tf.train.Example` whose only feature is `image/encoded` = `image_bytes`."""
+    import tensorflow as tf
+
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes]))
+    example = tf.train.Example(features=tf.train.Features(feature={IMAGE_FEATURE: feature}))
+    return example.SerializeToString()
+
+
+def call_signature(model: DermSavedModel, images: Sequence[bytes]) -> np.ndarray:
+    """One graph call on `images` (encoded bytes) -> float32 [len(images), EMBEDDING_DIM].
+
+    Raises:
+        tensorflow.errors.OpError (e.g. InvalidArgumentError for undecodable bytes) from the graph;
+        ValueError when the output has another shape.
+    """
+    import tensorflow as tf
+
+    examples = tf.constant([serialize_example(b) for b in images], dtype=tf.string)
+    out = model.signature(**{INPUT_KEY: examples})[OUTPUT_KEY].numpy().astype(np.float32)
+    if out.shape != (len(images), EMBEDDING_DIM):
+        raise ValueError(f"model returned shape {out.shape}, expected "
+                         f"({len(images)}, {EMBEDDING_DIM})")
+    return out
+
+
+def probe_image() -> bytes:
+    """A 448x448 mid-grey PNG (the model card's input size) for the load-time probe."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (448, 448), (128, 128, 128)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def probe_batching(model: DermSavedModel) -> int:
+    """Call the model on 1 then 2 copies of a probe image; return the usable max batch (1 or 2+).
+
+    Raises:
+        whatever the single-image call raises: a model that cannot embed one image must not serve.
+    """
+    image = probe_image()
+    single = call_signature(model, [image])
+    try:
+        pair = call_signature(model, [image, image])
+    except Exception as exc:  # noqa: BLE001 - any failure means "no batching"
+        log.warning("model rejected a batch of 2 (%s): micro-batch size forced to 1",
+                    type(exc).__name__)
+        return 1
+    if not np.allclose(pair, np.repeat(single, 2, axis=0), atol=1e-4):
+        log.warning("batch of 2 differs from single calls: micro-batch size forced to 1")
+        return 1
+    return model.max_batch
+
+
+def configure_gpus() -> List[str]:
+    """Let TensorFlow grow GPU memory on demand instead of grabbing it all; return GPU names."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised
+            pass
+    return [g.name for g in gpus]
+
+
+def load_derm(directory: str, *, model_id: str, max_batch: int, probe: bool = True
+              ) -> DermSavedModel:
+    """`tf.saved_model.load(directory)` and its `serving_default` signature.
+
+    A directory holding STANDIN.json (tools/standins/derm.py) is reported as a stand-in, with the
+    marker's `model_id`. With `probe`, batching is checked (see `probe_batching`).
+
+    Raises:
+        OSError / ValueError from TensorFlow when the SavedModel is missing or invalid;
+        KeyError when it has no `serving_default` signature.
+    """
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    gpus = configure_gpus()
+    loaded = tf.saved_model.load(directory)
+    marker = Path(directory) / STANDIN_MARKER
+    is_standin = marker.is_file()
+    if is_standin:
+        model_id = json.loads(marker.read_text())["model_id"]
+    model = DermSavedModel(signature=loaded.signatures["serving_default"], module=loaded,
+                           model_id=model_id, is_standin=is_standin, max_batch=max(1, max_batch),
+                           directory=directory)
+    if probe:
+        model.max_batch = probe_batching(model)
+    log.info("loaded %s from %s in %.1fs (GPUs: %s, micro-batch %d)", model_id, directory,
+             time.perf_counter() - started, gpus or "none", model.max_batch)
+    return model
+
+
+def embed_with_fallback(model: DermSavedModel, images: Sequence[bytes], stats: CallStats
+                        ) -> List[Union[np.ndarray, ModelError]]:
+    """Embed `images` in order, `model.max_batch` per graph call.
+
+    A failing batch is retried one image at a time; an image that fails alone becomes a
+    `ModelError` in its slot. Never raises for a bad image.
+
+    Returns:
+        one float32 [EMBEDDING_DIM] array or ModelError per image, in input order.
+    """
+    results: List[Union[np.ndarray, ModelError]] = []
+    for chunk in micro_batches(list(images), model.max_batch):
+        started = time.perf_counter()
+        stats.model_calls += 1
+        stats.batched_calls += len(chunk) > 1
+        try:
+            results.extend(call_signature(model, chunk))
+            log.info("micro-batch of %d in %.3fs", len(chunk), time.perf_counter() - started)
+            continue
+        except Exception as exc:  # noqa: BLE001 - any graph failure: isolate the culprit
+            if len(chunk) == 1:
+                results.append(_model_error(exc))
+                continue
+            log.warning("micro-batch of %d failed (%s): retrying one by one", len(chunk),
+                        type(exc).__name__)
+        stats.per_instance_fallbacks += 1
+        results.extend(_one_by_one(model, chunk, stats))
+    return results
+
+
+def _one_by_one(model: DermSavedModel, chunk: Sequence[bytes], stats: CallStats
+                ) -> List[Union[np.ndarray, ModelError]]:
+    """Single-image calls for a failed batch: embedding or ModelError per image, in order."""
+    out: List[Union[np.ndarray, ModelError]] = []
+    for image in chunk:
+        stats.model_calls += 1
+        stats.fallback_calls += 1
+        try:
+            out.append(call_signature(model, [image])[0])
+        except Exception as exc:  # noqa: BLE001
+            out.append(_model_error(exc))
+    return out
+
+
+def _model_error(exc: Exception) -> ModelError:
+    """A ModelError naming only the exception class (TF messages can be long; no payloads)."""
+    log.warning("model failed on one instance: %s", type(exc).__name__)
+    return ModelError(f"the model could not process this image ({type(exc).__name__})")
+
