@@ -100,3 +100,10 @@ class InvalidGcsUri(ServingError):
     """A `gcs_uri` that is not `gs://<valid bucket>/<object with an extension>`."""
 
     code = "invalid_gcs_uri"
+
+
+class InternalError(ServingError):
+    """An unexpected failure while preparing one instance (a bug, not the client's fault)."""
+
+    code = "internal_error"
+    client_error = False
