@@ -29,6 +29,10 @@ class ServingSettings:
         fetch_timeout_s: connect and read timeout for one URL or GCS download.
         fetch_concurrency: how many downloads of one request run at once.
         gcs_endpoint: base URL of the GCS JSON API (an emulator in tests).
+        safe_window_stride: SAFE detector: stride in pixels between the backbone-sized windows
+            that tile an image (window = backbone input size, 224); smaller = more overlap.
+        safe_max_windows: SAFE detector: most windows per image; a larger image is downscaled
+            until its windows fit (bounds latency and memory for huge inputs).
     """
 
     max_images_per_request: int = 64
@@ -41,6 +45,8 @@ class ServingSettings:
     fetch_timeout_s: float = 15.0
     fetch_concurrency: int = 8
     gcs_endpoint: str = "https://storage.googleapis.com"
+    safe_window_stride: int = 168
+    safe_max_windows: int = 16
 
     @classmethod
     def from_env(

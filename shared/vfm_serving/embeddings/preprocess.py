@@ -41,3 +41,15 @@ def to_tensor(images: Sequence[Image.Image], size: int, mean: Sequence[float],
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return batch.sub_(mean_t).div_(std_t)
+
+
+def normalize_arrays(arrays: Sequence[np.ndarray], mean: Sequence[float],
+                     std: Sequence[float]) -> torch.Tensor:
+    """Already-cropped RGB uint8 arrays [S, S, 3] (e.g. detector windows) -> normalized float32
+    tensor [B, 3, S, S]; no resize, no crop. Raises ValueError if the arrays differ in shape."""
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError("all arrays must have the same shape")
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return batch.sub_(mean_t).div_(std_t)

@@ -1,0 +1,153 @@
+"""The trainable heads: patch head (localization) and global head (4-way label), in one file.
+
+`heads.safetensors` holds every tensor (standardization stats included, prefixed `patch.` and
+`global.`); `heads.json` holds the config: which backbone the heads were trained with (id, hidden
+size, patch size), feature layout, mask threshold, temperature, provenance and metrics.
+Loading heads against a different backbone fails at load, never silently at predict.
+"""
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+HEADS_TENSORS = "heads.safetensors"
+HEADS_JSON = "heads.json"
+FORMAT_VERSION = 1
+
+
+class HeadsMismatchError(RuntimeError):
+    """The heads file does not fit the loaded backbone or is malformed (a deploy error)."""
+
+
+class PatchHead(nn.Module):
+    """Standardize [N, F] patch features, then logistic (hidden=0) or one-hidden-layer MLP -> [N]."""
+
+    def __init__(self, in_dim: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.net = nn.Linear(in_dim, 1) if hidden == 0 else nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, F] -> manipulation logits [N]."""
+        return self.net((x - self.mean) / self.std)[:, 0]
+
+
+class GlobalHead(nn.Module):
+    """Standardize [B, F] image features -> 4-way logits [B] (multinomial logistic regression)."""
+
+    def __init__(self, in_dim: int, num_classes: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.linear = nn.Linear(in_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, F] -> uncalibrated logits [B, 4] (divide by the temperature for calibration)."""
+        return self.linear((x - self.mean) / self.std)
+
+
+@dataclasses.dataclass
+class HeadsConfig:
+    """Everything needed to rebuild and trust the heads. Serialized as heads.json."""
+
+    backbone_model_id: str
+    backbone_hidden_size: int
+    backbone_patch_size: int
+    input_size: int
+    residual_features: Tuple[str, ...]
+    patch_in_dim: int
+    patch_hidden: int
+    global_in_dim: int
+    mask_threshold: float
+    temperature: float
+    labels: Tuple[str, ...]
+    backbone_source: str = ""
+    backbone_fingerprint: str = ""
+    trained_on_standin: bool = False
+    provenance: str = ""
+    metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+@dataclasses.dataclass
+class Heads:
+    """A loaded pair of heads with its config."""
+
+    patch: PatchHead
+    global_: GlobalHead
+    config: HeadsConfig
+
+
+def save_heads(heads: Heads, out_dir: Path) -> Tuple[Path, Path]:
+    """Write heads.safetensors + heads.json into `out_dir`; return both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"patch.{k}": v.contiguous() for k, v in heads.patch.state_dict().items()}
+    tensors.update({f"global.{k}": v.contiguous() for k, v in heads.global_.state_dict().items()})
+    save_file(tensors, str(out_dir / HEADS_TENSORS),
+              metadata={"backbone_model_id": heads.config.backbone_model_id})
+    cfg = dataclasses.asdict(heads.config)
+    (out_dir / HEADS_JSON).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return out_dir / HEADS_TENSORS, out_dir / HEADS_JSON
+
+
+def read_config(heads_dir: Path) -> HeadsConfig:
+    """Parse heads.json. Raises HeadsMismatchError when missing, malformed or a newer format."""
+    path = heads_dir / HEADS_JSON
+    try:
+        raw = json.loads(path.read_text())
+        raw["residual_features"] = tuple(raw["residual_features"])
+        raw["labels"] = tuple(raw["labels"])
+        config = HeadsConfig(**raw)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HeadsMismatchError(f"cannot read {path}: {exc}") from exc
+    if config.format_version != FORMAT_VERSION:
+        raise HeadsMismatchError(f"{path}: format_version {config.format_version}, "
+                                 f"this code reads {FORMAT_VERSION}")
+    return config
+
+
+def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
+               model_id: Optional[str] = None, residual_features: Tuple[str, ...] = ()) -> Heads:
+    """Load heads and check them against the backbone they will run on.
+
+    Raises:
+        HeadsMismatchError: hidden size, patch size, model id (when given) or residual feature list
+            (when given) differ from what the heads were trained with; or the files are invalid.
+    """
+    config = read_config(heads_dir)
+    problems = []
+    if config.backbone_hidden_size != hidden_size:
+        problems.append(f"hidden size {config.backbone_hidden_size} != backbone {hidden_size}")
+    if config.backbone_patch_size != patch_size:
+        problems.append(f"patch size {config.backbone_patch_size} != backbone {patch_size}")
+    if model_id is not None and config.backbone_model_id != model_id:
+        problems.append(f"trained with {config.backbone_model_id!r}, backbone is {model_id!r}")
+    if residual_features and tuple(residual_features) != config.residual_features:
+        problems.append("residual feature list differs from this code's")
+    if problems:
+        raise HeadsMismatchError(f"heads in {heads_dir} do not fit the backbone: "
+                                 + "; ".join(problems))
+    tensors = load_file(str(heads_dir / HEADS_TENSORS))
+    patch = PatchHead(config.patch_in_dim, config.patch_hidden)
+    global_ = GlobalHead(config.global_in_dim, len(config.labels))
+    try:
+        patch.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("patch.")})
+        global_.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("global.")})
+    except RuntimeError as exc:
+        raise HeadsMismatchError(f"{heads_dir / HEADS_TENSORS} does not match heads.json: "
+                                 f"{exc}") from exc
+    patch.eval()
+    global_.eval()
+    log.info("loaded heads from %s (backbone %s%s)", heads_dir, config.backbone_model_id,
+             "; DEMO heads trained on a stand-in backbone" if config.trained_on_standin else "")
+    return Heads(patch=patch, global_=global_, config=config)

@@ -1,0 +1,151 @@
+"""Low-level residual statistics on the backbone's patch grid.
+
+A frozen ViT sees content; edits leave traces in the noise: splices bring another camera's /
+another scale's noise, local blur removes high frequencies, local noise adds them, re-synthesized
+regions have smooth, correlated "generator" noise. For every patch (14x14 px of a 224 window) we
+measure, on the luminance and two chroma differences:
+
+- SRM-style high-pass residuals (first order h/v, 3x3 "KB", 5x5 "KV", Laplacian):
+  log mean |r|, log std r, excess kurtosis of r;
+- local variance of the intensity (content texture), gradient energy;
+- noise level (median absolute KV residual, a MAD estimator), chroma residual levels;
+- JPEG 8x8 blockiness (energy of differences on the 8-pixel grid vs off-grid).
+
+`image_deviation` then subtracts the image-level median of every statistic: local inconsistency,
+not absolute level, is what reveals an edit.
+"""
+
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_KB = [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]]
+_KV = [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2],
+       [-1, 2, -2, 2, -1]]
+_LAPLACE = [[0, 1, 0], [1, -4, 1], [0, 1, 0]]
+RESIDUAL_KERNELS = {
+    "d1h": [[0, 0, 0], [0, -1, 1], [0, 0, 0]],
+    "d1v": [[0, 0, 0], [0, -1, 0], [0, 1, 0]],
+    "kb": [[v / 4 for v in row] for row in _KB],
+    "kv": [[v / 12 for v in row] for row in _KV],
+    "lap": [[v / 4 for v in row] for row in _LAPLACE],
+}
+FEATURE_NAMES: Tuple[str, ...] = tuple(
+    f"{k}_{s}" for k in RESIDUAL_KERNELS for s in ("logabs", "logstd", "kurt")
+) + ("log_local_var", "log_grad_energy", "log_noise_mad", "log_chroma_rg", "log_chroma_bg",
+     "blockiness")
+NUM_FEATURES = len(FEATURE_NAMES)
+_EPS = 1e-3
+
+
+def _kernel_bank(size: int = 5) -> torch.Tensor:
+    """All residual kernels zero-padded to size x size -> [K, 1, size, size]."""
+    bank = torch.zeros(len(RESIDUAL_KERNELS), 1, size, size)
+    for i, kernel in enumerate(RESIDUAL_KERNELS.values()):
+        k = torch.tensor(kernel, dtype=torch.float32)
+        off = (size - k.shape[0]) // 2
+        bank[i, 0, off:off + k.shape[0], off:off + k.shape[1]] = k
+    return bank
+
+
+_BANK = _kernel_bank()
+
+
+def _filter(channel: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """[B, 1, S, S] -> [B, K, S, S], reflect-padded convolution with the kernel bank."""
+    pad = bank.shape[-1] // 2
+    return F.conv2d(F.pad(channel, (pad, pad, pad, pad), mode="reflect"), bank)
+
+
+def _patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, C, S, S] -> [B, C, g*g, patch*patch] (row-major patches, g = S // patch)."""
+    b, c, s, _ = x.shape
+    g = s // patch
+    x = x[:, :, :g * patch, :g * patch].reshape(b, c, g, patch, g, patch)
+    return x.permute(0, 1, 2, 4, 3, 5).reshape(b, c, g * g, patch * patch)
+
+
+def _blockiness(gray: torch.Tensor, patch: int, offsets: Sequence[Tuple[int, int]]) -> torch.Tensor:
+    """Per-patch JPEG-grid score: log mean |diff| on 8-px boundaries minus off-grid.
+
+    gray [B, 1, S, S]; offsets[b] = (top, left) of window b in the image (grid phase).
+    Returns [B, g*g].
+    """
+    b, _, s, _ = gray.shape
+    dh = (gray[..., :, 1:] - gray[..., :, :-1]).abs()
+    dv = (gray[..., 1:, :] - gray[..., :-1, :]).abs()
+    dh = F.pad(dh, (0, 1, 0, 0))
+    dv = F.pad(dv, (0, 0, 0, 1))
+    cols = torch.arange(s).view(1, 1, 1, s)
+    rows = torch.arange(s).view(1, 1, s, 1)
+    top = torch.tensor([o[0] for o in offsets]).view(b, 1, 1, 1)
+    left = torch.tensor([o[1] for o in offsets]).view(b, 1, 1, 1)
+    on_h = ((cols + left) % 8 == 7).float().expand(b, 1, s, s)
+    on_v = ((rows + top) % 8 == 7).float().expand(b, 1, s, s)
+    on = _patches(dh * on_h + dv * on_v, patch).sum(-1)
+    on_n = _patches(on_h + on_v, patch).sum(-1).clamp_min(1)
+    off = _patches(dh * (1 - on_h) + dv * (1 - on_v), patch).sum(-1)
+    off_n = _patches((1 - on_h) + (1 - on_v), patch).sum(-1).clamp_min(1)
+    return (torch.log(on / on_n + _EPS) - torch.log(off / off_n + _EPS))[:, 0]
+
+
+@torch.no_grad()
+def patch_statistics(windows: np.ndarray, patch: int,
+                     offsets: Sequence[Tuple[int, int]]) -> torch.Tensor:
+    """Residual statistics per patch of each window.
+
+    Args:
+        windows: uint8 [B, S, S, 3] RGB windows, S a multiple of `patch`.
+        patch: the backbone's patch size (14 for DINOv2).
+        offsets: (top, left) of each window in the (scaled) image, for the JPEG-grid phase.
+
+    Returns:
+        float32 [B, g*g, NUM_FEATURES], row-major patches, columns in FEATURE_NAMES order.
+
+    Raises:
+        ValueError: windows are not [B, S, S, 3] or S is not a multiple of `patch`.
+    """
+    if windows.ndim != 4 or windows.shape[-1] != 3 or windows.shape[1] != windows.shape[2]:
+        raise ValueError(f"windows must be [B, S, S, 3], got {windows.shape}")
+    if windows.shape[1] % patch:
+        raise ValueError(f"window size {windows.shape[1]} is not a multiple of patch {patch}")
+    rgb = torch.from_numpy(np.ascontiguousarray(windows)).permute(0, 3, 1, 2).float()
+    gray = (0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3])
+    res = _patches(_filter(gray, _BANK), patch)                      # [B, K, P, p*p]
+    mean = res.mean(-1, keepdim=True)
+    centered = res - mean
+    var = centered.pow(2).mean(-1)
+    kurt = (centered.pow(4).mean(-1) / (var.pow(2) + _EPS) - 3.0).clamp(-3, 30)
+    per_kernel = torch.stack([torch.log(res.abs().mean(-1) + _EPS),
+                              0.5 * torch.log(var + _EPS), torch.log1p(kurt + 3) - np.log(3)],
+                             dim=-1)                                 # [B, K, P, 3]
+    per_kernel = per_kernel.permute(0, 2, 1, 3).flatten(2)            # [B, P, K*3]
+    gray_p = _patches(gray, patch)[:, 0]
+    local_var = torch.log(gray_p.var(-1) + _EPS)
+    grad = torch.log(res[:, 0:2].pow(2).sum(1).mean(-1) + _EPS)  # d1h^2 + d1v^2
+    kv_index = list(RESIDUAL_KERNELS).index("kv")
+    noise = torch.log(res[:, kv_index].abs().median(-1).values / 0.6745 + _EPS)
+    chroma = []
+    for a, b in ((0, 1), (2, 1)):
+        diff = rgb[:, a:a + 1] - rgb[:, b:b + 1]
+        kb = _patches(_filter(diff, _BANK[2:3]), patch)[:, 0]
+        chroma.append(torch.log(kb.abs().mean(-1) + _EPS))
+    block = _blockiness(gray, patch, offsets)
+    extra = torch.stack([local_var, grad, noise, chroma[0], chroma[1], block], dim=-1)
+    return torch.cat([per_kernel, extra], dim=-1).float()
+
+
+def image_deviation(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Deviation of every patch's statistics from the image-level median.
+
+    Args:
+        stats: [N, P, F] statistics of all N windows of ONE image.
+
+    Returns:
+        (deviation [N, P, F], image median [F]).
+    """
+    flat = stats.reshape(-1, stats.shape[-1])
+    median = flat.median(dim=0).values
+    return stats - median, median

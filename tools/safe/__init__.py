@@ -1,0 +1,1 @@
+"""SAFE detector dev tools (not shipped in the Truss): synthetic data, training, dataset runner."""
