@@ -157,7 +157,7 @@ def local_resynthesis(img: np.ndarray, mask: np.ndarray, rng: np.random.Generato
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def make_dataset(out: Path, *, photos: Tuple[str, ...] = PHOTOS, crops: int = 2,
+def make_dataset(out: Path, *, photos: Tuple[str, ...] = PHOTOS, crops: int = 4,
                  size_range: Tuple[int, int] = (256, 352), seed: int = 0,
                  val_fraction: float = 0.2, test_fraction: float = 0.2) -> List[Dict]:
     """Write images, masks and manifest.jsonl under `out`; return the manifest rows.
@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--photos", default=",".join(PHOTOS),
                         help="comma-separated scikit-image sample names")
-    parser.add_argument("--crops", type=int, default=2, help="crops per photo")
+    parser.add_argument("--crops", type=int, default=4, help="crops per photo")
     parser.add_argument("--min-size", type=int, default=256)
     parser.add_argument("--max-size", type=int, default=352)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """The SAFE inference pipeline: image -> windows -> features -> patch probabilities -> mask + logprobs.
 
-Features per patch: the frozen backbone's patch token [D] ; residual statistics [R] ; their
-deviation from the image median [R]. Global features per image: mean CLS [D] ; mean patch token
+Features per patch: the frozen backbone's patch token [D] ; residual statistics' robust z-score against the image's own median/spread [R] ; the 3x3-neighbourhood mean of
+that z-score [R]. (Absolute residual levels [R] enter only the global head.) Global features per image: mean CLS [D] ; mean patch token
 [D] ; pooled patch probabilities (mean, max, top-5% mean, fraction above threshold) [4] ; image
 median of residual statistics [R] ; probability-weighted residual statistics and deviations [2R].
 
@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, NATURAL
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TOPK_FRACTION = 0.05
+CONTEXT = 3
 
 
 @dataclasses.dataclass
@@ -86,9 +88,23 @@ def extract_features(backbone: Backbone, image: Image.Image, *, stride: int, max
                          grid=layout.grid)
 
 
+def neighbourhood(values: torch.Tensor, grid: int, size: int = CONTEXT) -> torch.Tensor:
+    """Mean over the size x size patch neighbourhood inside each window: [N, P, R] -> [N, P, R].
+
+    Edited regions span several patches: the neighbourhood mean is a less noisy estimate of the
+    local statistics than one 14x14 patch."""
+    n, p, r = values.shape
+    grid_values = values.permute(0, 2, 1).reshape(n, r, grid, grid)
+    pooled = F.avg_pool2d(grid_values, size, stride=1, padding=size // 2, count_include_pad=False)
+    return pooled.reshape(n, r, p).permute(0, 2, 1)
+
+
 def patch_matrix(features: ImageFeatures) -> torch.Tensor:
-    """[N*P, D + 2R]: patch token ; residual stats ; deviation from the image median."""
-    x = torch.cat([features.patch_tokens, features.stats, features.deviation], dim=-1)
+    """[N*P, D + 2R]: patch token ; robust z-score of the residual statistics against the image ;
+    neighbourhood mean of that z-score. Absolute residual levels are left to the global head: on
+    unfamiliar content (e.g. a night sky) they would flag the whole image."""
+    context = neighbourhood(features.deviation, features.grid)
+    x = torch.cat([features.patch_tokens, features.deviation, context], dim=-1)
     return x.reshape(-1, x.shape[-1])
 
 
@@ -158,7 +174,8 @@ class Detector:
                                     max_windows=self.max_windows)
         probs = patch_probabilities(self.heads, features)
         threshold = self.heads.config.mask_threshold
-        logprobs = calibrated_logprobs(self.heads, global_vector(features, probs, threshold))
+        vector = global_vector(features, probs, self.heads.config.pooling_threshold)
+        logprobs = calibrated_logprobs(self.heads, vector)
         label = int(np.argmax(logprobs))
         prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
         mask = decide_mask(label, prob_map, threshold)

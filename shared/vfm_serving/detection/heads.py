@@ -73,6 +73,7 @@ class HeadsConfig:
     labels: Tuple[str, ...]
     backbone_source: str = ""
     backbone_fingerprint: str = ""
+    pooling_threshold: float = 0.5
     trained_on_standin: bool = False
     provenance: str = ""
     metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -11,8 +11,8 @@ measure, on the luminance and two chroma differences:
 - noise level (median absolute KV residual, a MAD estimator), chroma residual levels;
 - JPEG 8x8 blockiness (energy of differences on the 8-pixel grid vs off-grid).
 
-`image_deviation` then subtracts the image-level median of every statistic: local inconsistency,
-not absolute level, is what reveals an edit.
+`image_deviation` then scores every statistic against the image's own median and spread (robust
+z-score): local inconsistency, not absolute level, is what reveals an edit.
 """
 
 from typing import Sequence, Tuple
@@ -138,14 +138,19 @@ def patch_statistics(windows: np.ndarray, patch: int,
 
 
 def image_deviation(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Deviation of every patch's statistics from the image-level median.
+    """Robust z-score of every patch's statistics against the image's own distribution:
+    (x - median) / (1.4826 * MAD + 0.05), clipped to [-8, 8].
+
+    Dividing by the image's own spread makes the score comparable between a flat texture (where
+    a small change is an anomaly) and a busy photo (where it is not).
 
     Args:
         stats: [N, P, F] statistics of all N windows of ONE image.
 
     Returns:
-        (deviation [N, P, F], image median [F]).
+        (z-scores [N, P, F], image median [F]).
     """
     flat = stats.reshape(-1, stats.shape[-1])
     median = flat.median(dim=0).values
-    return stats - median, median
+    mad = (flat - median).abs().median(dim=0).values
+    return ((stats - median) / (1.4826 * mad + 0.05)).clamp(-8, 8), median

@@ -1,0 +1,510 @@
+"""Train the SAFE heads on a frozen DINOv2-family backbone.
+
+Data: a folder holding `manifest.jsonl` (or a path to one), one JSON object per line:
+    {"image": "rel/or/abs.png", "label": "Natural|FullySynthesized|LocallyEdited|LocallySynthesized",
+     "mask": "masks/x.png" | null, "source": "photo-id", "split": "train|val|test" (optional)}
+or a folder with one sub-folder per label name (masks optional in `<root>/masks/<stem>.png`,
+source = file stem). Masks: non-zero = edited. Without a split column, images are split by
+`source` (tools/safe/splits.py), so no photo is in two splits.
+
+Steps: extract frozen features (cached on disk under --cache, tqdm progress) -> train the patch
+head (Natural + masked local images; FullySynthesized is not used for the patch head) -> global
+features for train images from out-of-fold patch heads (3 folds by source) -> train the global
+head -> on val: fit the temperature (NLL) and the mask threshold (best mean IoU with natural
+false-positive pixel rate <= 0.10) -> report metrics on val and test -> write heads +
+report + predictions.
+
+    python -m tools.safe.train --data .cache/safe/synth --backbone DIR_OR_HUB_ID --out OUTDIR
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from tools.safe.splits import assign_splits
+from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, LOCAL_LABELS, NATURAL
+from vfm_serving.detection.detector import (IMAGENET_MEAN, IMAGENET_STD, ImageFeatures,
+                                            backbone_fingerprint, calibrated_logprobs,
+                                            extract_features, global_dim, global_vector,
+                                            patch_dim, patch_matrix)
+from vfm_serving.detection.heads import GlobalHead, Heads, HeadsConfig, PatchHead, save_heads
+from vfm_serving.detection.residuals import FEATURE_NAMES
+from vfm_serving.detection.windows import cut_mask_windows, patch_fractions, stitch
+from vfm_serving.embeddings.dinov2 import Backbone, load_backbone
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = "safe-features-v2"
+MAX_NATURAL_FP = 0.10
+
+
+@dataclasses.dataclass
+class Sample:
+    """One labelled image and its cached frozen features."""
+
+    image: Path
+    label: int
+    mask: Optional[Path]
+    source: str
+    split: str
+    features: Optional[ImageFeatures] = None
+    patch_target: Optional[torch.Tensor] = None  # [N, P] edited fraction per patch
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Knobs of one training run (CLI flags)."""
+
+    stride: int = 168
+    max_windows: int = 16
+    seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    patch_hidden: int = 32
+    patch_epochs: int = 250
+    patches_per_image: int = 600
+    global_epochs: int = 400
+    global_weight_decay: float = 3e-2
+    folds: int = 3
+
+
+# ----------------------------------------------------------------------------- data
+
+def read_dataset(data: Path, options: TrainOptions) -> List[Sample]:
+    """Parse a manifest.jsonl / label-folder dataset into Samples with splits assigned.
+
+    Raises:
+        ValueError: unknown label, missing files, or no training images.
+    """
+    manifest = data if data.suffix == ".jsonl" else data / "manifest.jsonl"
+    rows: List[Dict[str, Any]] = []
+    if manifest.is_file():
+        root = manifest.parent
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    else:
+        root = data
+        for label in LABELS:
+            for path in sorted((data / label).glob("*")):
+                if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+                    mask = data / "masks" / f"{path.stem}.png"
+                    rows.append({"image": str(path), "label": label, "source": path.stem,
+                                 "mask": str(mask) if mask.is_file() else None})
+    if not rows:
+        raise ValueError(f"no images found in {data}")
+    splits = assign_splits((r.get("source") or r["image"] for r in rows), seed=options.seed,
+                           val_fraction=options.val_fraction, test_fraction=options.test_fraction)
+    samples = []
+    for row in rows:
+        if row["label"] not in LABELS:
+            raise ValueError(f"unknown label {row['label']!r} for {row['image']}")
+        source = row.get("source") or row["image"]
+        mask = root / row["mask"] if row.get("mask") else None
+        samples.append(Sample(image=root / row["image"], label=LABELS.index(row["label"]),
+                              mask=mask, source=source, split=row.get("split") or splits[source]))
+    if not any(s.split == "train" for s in samples):
+        raise ValueError("no training images after the split")
+    return samples
+
+
+def gt_mask(sample: Sample, size: Tuple[int, int]) -> Optional[np.ndarray]:
+    """Ground-truth mask uint8 [H, W] in {0,1}: from file, zeros for Natural, ones for
+    FullySynthesized, None for a local image without mask."""
+    if sample.mask is not None and sample.mask.is_file():
+        mask = Image.open(sample.mask).convert("L")
+        if mask.size != size:
+            mask = mask.resize(size, Image.NEAREST)
+        return (np.asarray(mask) > 0).astype(np.uint8)
+    if sample.label == NATURAL:
+        return np.zeros(size[::-1], np.uint8)
+    if sample.label == FULLY_SYNTHESIZED:
+        return np.ones(size[::-1], np.uint8)
+    return None
+
+
+def _cache_key(sample: Sample, fingerprint: str, options: TrainOptions) -> str:
+    """Content hash of the image + backbone weights + tiling settings."""
+    digest = hashlib.sha256(sample.image.read_bytes())
+    digest.update(f"{CACHE_VERSION}|{fingerprint}|{options.stride}|{options.max_windows}".encode())
+    return digest.hexdigest()[:24]
+
+
+def extract_all(samples: Sequence[Sample], backbone: Backbone, cache: Path,
+                options: TrainOptions) -> None:
+    """Fill `features` and `patch_target` of every sample, reusing the on-disk cache."""
+    cache.mkdir(parents=True, exist_ok=True)
+    fingerprint = backbone_fingerprint(backbone)
+    hits = 0
+    for sample in tqdm(samples, desc="features", unit="img"):
+        path = cache / f"{_cache_key(sample, fingerprint, options)}.pt"
+        if path.is_file():
+            sample.features = ImageFeatures(**torch.load(path, weights_only=False))
+            hits += 1
+        else:
+            image = Image.open(sample.image).convert("RGB")
+            sample.features = extract_features(backbone, image, stride=options.stride,
+                                               max_windows=options.max_windows)
+            torch.save(dataclasses.asdict(sample.features) | {"tiling": sample.features.tiling},
+                       path)
+        size = sample.features.tiling.original_size
+        mask = gt_mask(sample, size)
+        if mask is not None:
+            windows = cut_mask_windows(mask, sample.features.tiling)
+            sample.patch_target = torch.from_numpy(
+                patch_fractions(windows, backbone.layout.patch_size)).float()
+    log.info("features for %d images (%d from cache %s)", len(samples), hits, cache)
+
+
+# ----------------------------------------------------------------------------- heads
+
+def _standardize(head: torch.nn.Module, x: torch.Tensor) -> None:
+    """Set a head's mean/std buffers from training rows x [N, F]."""
+    head.mean.copy_(x.mean(0))
+    head.std.copy_(x.std(0).clamp_min(1e-3))
+
+
+def patch_rows(samples: Sequence[Sample], options: TrainOptions,
+               rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Rows for the patch head: (features [M, F], soft targets [M]) from Natural and masked
+    local images, at most `patches_per_image` random patches each."""
+    xs, ys = [], []
+    for s in samples:
+        if s.label == FULLY_SYNTHESIZED or s.patch_target is None:
+            continue
+        x = patch_matrix(s.features)
+        y = s.patch_target.reshape(-1)
+        keep = rng.permutation(len(y))[:options.patches_per_image]
+        xs.append(x[keep])
+        ys.append(y[keep])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def train_patch_head(samples: Sequence[Sample], hidden: int, options: TrainOptions) -> PatchHead:
+    """Class-balanced soft-target BCE, full-batch Adam; seeded."""
+    torch.manual_seed(options.seed)
+    x, y = patch_rows(samples, options, np.random.default_rng(options.seed))
+    head = PatchHead(x.shape[1], hidden)
+    _standardize(head, x)
+    pos = float((y >= 0.5).float().mean().clamp(1e-3, 1 - 1e-3))
+    weights = torch.where(y >= 0.5, 0.5 / pos, 0.5 / (1 - pos))
+    opt = torch.optim.Adam(head.net.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(options.patch_epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x), y, weight=weights)
+        loss.backward()
+        opt.step()
+    log.info("patch head: %d rows, %.1f%% positive, final loss %.4f", len(y), 100 * pos,
+             loss.item())
+    return head.eval()
+
+
+@torch.no_grad()
+def probs_with(head: PatchHead, sample: Sample) -> torch.Tensor:
+    """Patch probabilities [N, P] of one sample under `head`."""
+    return torch.sigmoid(head(patch_matrix(sample.features))).reshape(
+        sample.features.patch_tokens.shape[:2])
+
+
+def train_global_head(x: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> GlobalHead:
+    """Class-balanced multinomial logistic regression with L2 (weight decay), full-batch Adam."""
+    torch.manual_seed(options.seed)
+    head = GlobalHead(x.shape[1], len(LABELS))
+    _standardize(head, x)
+    counts = torch.bincount(y, minlength=len(LABELS)).float().clamp_min(1)
+    weight = counts.sum() / (len(LABELS) * counts)
+    opt = torch.optim.Adam(head.linear.parameters(), lr=1e-2,
+                           weight_decay=options.global_weight_decay)
+    for _ in range(options.global_epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(x), y, weight=weight)
+        loss.backward()
+        opt.step()
+    log.info("global head: %d images, final loss %.4f", len(y), loss.item())
+    return head.eval()
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Temperature minimizing validation NLL over a log grid in [0.05, 20]."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 200))
+    nll = [float(torch.nn.functional.cross_entropy(logits / t, y)) for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC via the Mann-Whitney rank formula (ties get average ranks); nan if one class."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def iou_f1(pred: np.ndarray, truth: np.ndarray) -> Tuple[float, float]:
+    """(IoU, F1) of two binary masks; both 1.0 when both are empty."""
+    inter = float(np.logical_and(pred, truth).sum())
+    union = float(np.logical_or(pred, truth).sum())
+    total = float(pred.sum() + truth.sum())
+    return (inter / union if union else 1.0), (2 * inter / total if total else 1.0)
+
+
+def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in `truth`."""
+    recalls = [float((pred[truth == c] == c).mean()) for c in np.unique(truth)]
+    return float(np.mean(recalls))
+
+
+@dataclasses.dataclass
+class Scored:
+    """Predictions for one evaluated image."""
+
+    sample: Sample
+    patch_probs: torch.Tensor  # [N, P]
+    prob_map: np.ndarray       # [H, W]
+    logits: torch.Tensor       # [4] uncalibrated
+
+
+def score(samples: Sequence[Sample], patch_head: PatchHead, global_head: GlobalHead,
+          threshold_for_pooling: float) -> List[Scored]:
+    """Run both heads on samples (features already extracted)."""
+    out = []
+    for s in samples:
+        probs = probs_with(patch_head, s)
+        grid = s.features.grid
+        prob_map = stitch(probs.reshape(-1, grid, grid), s.features.tiling).numpy()
+        with torch.no_grad():
+            logits = global_head(global_vector(s.features, probs, threshold_for_pooling)[None])[0]
+        out.append(Scored(s, probs, prob_map, logits))
+    return out
+
+
+def choose_threshold(scored: Sequence[Scored]) -> float:
+    """Threshold with the best mean IoU on local images among those keeping the natural
+    false-positive pixel rate <= MAX_NATURAL_FP (the lowest-FP threshold if none does)."""
+    best, best_iou, fallback, fallback_fp = 0.5, -1.0, 0.5, 2.0
+    for t in np.linspace(0.05, 0.95, 37):
+        ious, fps = [], []
+        for sc in scored:
+            truth = gt_mask(sc.sample, sc.sample.features.tiling.original_size)
+            if sc.sample.label in LOCAL_LABELS and truth is not None:
+                ious.append(iou_f1(sc.prob_map >= t, truth > 0)[0])
+            elif sc.sample.label == NATURAL:
+                fps.append(float((sc.prob_map >= t).mean()))
+        fp = float(np.mean(fps)) if fps else 0.0
+        iou = float(np.mean(ious)) if ious else 0.0
+        if fp <= MAX_NATURAL_FP and iou > best_iou:
+            best, best_iou = float(t), iou
+        if fp < fallback_fp:
+            fallback, fallback_fp = float(t), fp
+    return best if best_iou >= 0 else fallback
+
+
+def evaluate(scored: Sequence[Scored], temperature: float, threshold: float) -> Dict[str, Any]:
+    """Metrics on one split: patch AUC, image AUC, balanced accuracy, pixel IoU / F1 (with the
+    all-ones baseline), natural false-positive pixel rate, NLL; plus raw predictions."""
+    from vfm_serving.detection.detector import decide_mask
+
+    patch_scores, patch_labels, ious, f1s, ones_ious, gated_ious, fps, gated_fps = \
+        [], [], [], [], [], [], [], []
+    logprobs, labels = [], []
+    for sc in scored:
+        s = sc.sample
+        lp = torch.log_softmax(sc.logits.double() / temperature, 0).numpy()
+        logprobs.append(lp)
+        labels.append(s.label)
+        if s.patch_target is not None and s.label != FULLY_SYNTHESIZED:
+            patch_scores.append(sc.patch_probs.reshape(-1).numpy())
+            patch_labels.append((s.patch_target.reshape(-1) >= 0.5).numpy())
+        truth = gt_mask(s, s.features.tiling.original_size)
+        pred = sc.prob_map >= threshold
+        gated = decide_mask(int(np.argmax(lp)), torch.from_numpy(sc.prob_map), threshold)
+        if s.label in LOCAL_LABELS and truth is not None:
+            iou, f1 = iou_f1(pred, truth > 0)
+            ious.append(iou)
+            f1s.append(f1)
+            ones_ious.append(float(truth.mean()))
+            gated_ious.append(iou_f1(gated > 0, truth > 0)[0])
+        elif s.label == NATURAL:
+            fps.append(float(pred.mean()))
+            gated_fps.append(float(gated.mean()))
+    logprobs_a, labels_a = np.stack(logprobs), np.asarray(labels)
+    pred_labels = logprobs_a.argmax(1)
+    p_scores = np.concatenate(patch_scores) if patch_scores else np.zeros(0)
+    p_labels = np.concatenate(patch_labels) if patch_labels else np.zeros(0, bool)
+    confusion = np.zeros((len(LABELS), len(LABELS)), int)
+    for t, p in zip(labels_a, pred_labels):
+        confusion[t, p] += 1
+    metrics = {
+        "images": int(len(scored)),
+        "patch_auc": rank_auc(p_scores, p_labels),
+        "image_auc_manipulated": rank_auc(1 - np.exp(logprobs_a[:, NATURAL]),
+                                          labels_a != NATURAL),
+        "balanced_accuracy": balanced_accuracy(pred_labels, labels_a),
+        "accuracy": float((pred_labels == labels_a).mean()),
+        "nll": float(-logprobs_a[np.arange(len(labels_a)), labels_a].mean()),
+        "mean_iou": float(np.mean(ious)) if ious else float("nan"),
+        "mean_pixel_f1": float(np.mean(f1s)) if f1s else float("nan"),
+        "all_ones_mean_iou": float(np.mean(ones_ious)) if ones_ious else float("nan"),
+        "gated_mean_iou": float(np.mean(gated_ious)) if gated_ious else float("nan"),
+        "natural_fp_pixel_rate": float(np.mean(fps)) if fps else float("nan"),
+        "gated_natural_fp_pixel_rate": float(np.mean(gated_fps)) if gated_fps else float("nan"),
+        "confusion": confusion.tolist(),
+    }
+    predictions = {"patch_scores": p_scores, "patch_labels": p_labels,
+                   "image_logprobs": logprobs_a, "image_labels": labels_a,
+                   "ious": np.asarray(ious)}
+    return {"metrics": metrics, "predictions": predictions}
+
+
+# ----------------------------------------------------------------------------- driver
+
+def _global_matrix(samples: Sequence[Sample], probs: Sequence[torch.Tensor],
+                   threshold: float) -> torch.Tensor:
+    """Stack global vectors [B, G]."""
+    return torch.stack([global_vector(s.features, p, threshold) for s, p in zip(samples, probs)])
+
+
+def out_of_fold_probs(train: Sequence[Sample], options: TrainOptions) -> List[torch.Tensor]:
+    """Patch probabilities of train images from patch heads that never saw their source."""
+    sources = sorted({s.source for s in train})
+    rng = np.random.default_rng(options.seed)
+    fold_of = {src: i % options.folds for i, src in enumerate(rng.permutation(sources))}
+    probs: List[Optional[torch.Tensor]] = [None] * len(train)
+    for fold in range(options.folds):
+        fit = [s for s in train if fold_of[s.source] != fold]
+        head = train_patch_head(fit, options.patch_hidden, options)
+        for i, s in enumerate(train):
+            if fold_of[s.source] == fold:
+                probs[i] = probs_with(head, s)
+    return [p for p in probs if p is not None]
+
+
+def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
+          options: TrainOptions = TrainOptions(), backbone_id: Optional[str] = None,
+          record_source: Optional[str] = None, provenance: str = "",
+          report: Optional[Path] = None, predictions: Optional[Path] = None) -> Dict[str, Any]:
+    """Full pipeline (module docstring). Returns {"val": metrics, "test": metrics, ...}.
+
+    Raises:
+        ValueError: bad dataset; OSError: unreadable files or backbone.
+    """
+    started = time.perf_counter()
+    torch.manual_seed(options.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    backbone = load_backbone(backbone_source, input_size=224, mean=IMAGENET_MEAN,
+                             std=IMAGENET_STD, model_id=backbone_id or backbone_source,
+                             device="cpu")
+    samples = read_dataset(data, options)
+    extract_all(samples, backbone, cache, options)
+    by_split = {k: [s for s in samples if s.split == k] for k in ("train", "val", "test")}
+    log.info("split by source: %s", {k: len(v) for k, v in by_split.items()})
+    train_s = by_split["train"]
+    pooling_threshold = 0.5
+    oof = out_of_fold_probs(train_s, options) if options.folds > 1 else None
+    patch_head = train_patch_head(train_s, options.patch_hidden, options)
+    if oof is None:
+        oof = [probs_with(patch_head, s) for s in train_s]
+    y_train = torch.tensor([s.label for s in train_s])
+    global_head = train_global_head(_global_matrix(train_s, oof, pooling_threshold), y_train,
+                                    options)
+    calib = by_split["val"] or train_s
+    scored_val = score(calib, patch_head, global_head, pooling_threshold)
+    temperature = fit_temperature(torch.stack([sc.logits for sc in scored_val]),
+                                  torch.tensor([sc.sample.label for sc in scored_val]))
+    threshold = choose_threshold(scored_val)
+    results: Dict[str, Any] = {"val": evaluate(scored_val, temperature, threshold)}
+    if by_split["test"]:
+        results["test"] = evaluate(score(by_split["test"], patch_head, global_head,
+                                         pooling_threshold), temperature, threshold)
+    held_out = "test" if "test" in results else "val"
+    metrics = {
+        "held_out_split": held_out,
+        "held_out_sources": sorted({s.source for s in by_split[held_out]}),
+        "val": results["val"]["metrics"],
+        **({"test": results["test"]["metrics"]} if "test" in results else {}),
+        "counts": {k: len(v) for k, v in by_split.items()},
+        "options": dataclasses.asdict(options),
+        "temperature": temperature,
+        "mask_threshold": threshold,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    # The pooled "fraction above threshold" feature used 0.5 during training; keep it so.
+    config = HeadsConfig(
+        backbone_model_id=backbone.model_id, backbone_hidden_size=backbone.layout.hidden_size,
+        backbone_patch_size=backbone.layout.patch_size, input_size=backbone.layout.input_size,
+        residual_features=FEATURE_NAMES, patch_in_dim=patch_dim(backbone.layout.hidden_size),
+        patch_hidden=options.patch_hidden, global_in_dim=global_dim(backbone.layout.hidden_size),
+        mask_threshold=threshold, pooling_threshold=pooling_threshold, temperature=temperature,
+        labels=LABELS, backbone_source=record_source or backbone_source,
+        backbone_fingerprint=backbone_fingerprint(backbone),
+        trained_on_standin=backbone.is_standin, provenance=provenance,
+        metrics={k: metrics[k] for k in ("held_out_split", "held_out_sources", held_out,
+                                          "counts", "temperature", "mask_threshold")})
+    save_heads(Heads(patch=patch_head, global_=global_head, config=config), out)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(metrics, indent=2) + "\n")
+    if predictions:
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(predictions, **results[held_out]["predictions"])
+    log.info("trained in %.1fs; held-out (%s) metrics: %s", metrics["seconds"], held_out,
+             {k: v for k, v in metrics[held_out].items() if k != "confusion"})
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder or manifest.jsonl")
+    parser.add_argument("--backbone", required=True,
+                        help="local DINOv2 checkpoint dir or hub id (facebook/dinov2-base)")
+    parser.add_argument("--backbone-id", help="model id to record (default: from STANDIN.json "
+                        "or --backbone)")
+    parser.add_argument("--record-source", help="backbone source to write into heads.json "
+                        "(path relative to the heads folder, or absolute); default --backbone")
+    parser.add_argument("--out", type=Path, required=True, help="folder for heads.safetensors/json")
+    parser.add_argument("--cache", type=Path, default=Path(".cache/safe/features"))
+    parser.add_argument("--report", type=Path, help="metrics JSON (default OUT/train_report.json)")
+    parser.add_argument("--predictions", type=Path, help="held-out predictions .npz")
+    parser.add_argument("--provenance", default="", help="free text stored in heads.json")
+    for field in dataclasses.fields(TrainOptions):
+        parser.add_argument("--" + field.name.replace("_", "-"), type=field.type
+                            if not isinstance(field.type, str) else eval(field.type),
+                            default=field.default)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)})
+    metrics = train(args.data, args.backbone, args.out, cache=args.cache, options=options,
+                    backbone_id=args.backbone_id, record_source=args.record_source,
+                    provenance=args.provenance,
+                    report=args.report or args.out / "train_report.json",
+                    predictions=args.predictions)
+    held = metrics[metrics["held_out_split"]]
+    print(f"held-out {metrics['held_out_split']} ({', '.join(metrics['held_out_sources'])}): "
+          f"patch AUC {held['patch_auc']:.3f}, mean IoU {held['mean_iou']:.3f} "
+          f"(all-ones {held['all_ones_mean_iou']:.3f}), pixel F1 {held['mean_pixel_f1']:.3f}, "
+          f"natural FP {held['natural_fp_pixel_rate']:.3f}, balanced acc "
+          f"{held['balanced_accuracy']:.3f}, image AUC {held['image_auc_manipulated']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
