@@ -1,0 +1,124 @@
+"""Training pipeline on synthetic manipulations, evaluated on held-out photos.
+
+With the random-weight stand-in backbone the residual features must carry the detector. Fixed
+seeds: the run is deterministic, and it reproduces the demo heads shipped in safe_detector/data.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tools.safe.synth import make_dataset
+from tools.safe.train import TrainOptions, read_dataset, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "safe_detector" / "data"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("safe-train")
+    make_dataset(work / "synth", seed=0)
+    metrics = train(work / "synth", str(SHIPPED / "standin_backbone"), work / "heads",
+                    cache=work / "cache", options=TrainOptions(),
+                    record_source=str(SHIPPED / "standin_backbone"),
+                    report=work / "report.json", predictions=work / "predictions.npz")
+    return work, metrics
+
+
+def auc_by_counting(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUC = P(score_pos > score_neg) + P(tie) / 2, by sorting negatives (independent of the
+    rank formula used in tools.safe.train)."""
+    neg = np.sort(scores[~labels])
+    pos = scores[labels]
+    below = np.searchsorted(neg, pos, side="left")
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below + ties / 2).sum() / (len(pos) * len(neg)))
+
+
+def test_bars_on_held_out_photos(trained):
+    _, metrics = trained
+    held = metrics[metrics["held_out_split"]]
+    assert metrics["held_out_split"] == "test"
+    assert held["patch_auc"] >= 0.85
+    assert held["mean_iou"] >= 0.40
+    assert held["mean_iou"] >= 2 * held["all_ones_mean_iou"]
+    assert held["natural_fp_pixel_rate"] <= 0.15
+    assert held["balanced_accuracy"] >= 0.55
+
+
+def test_metrics_recomputed_from_saved_predictions(trained):
+    work, metrics = trained
+    held = metrics["test"]
+    saved = np.load(work / "predictions.npz")
+    labels = saved["patch_labels"].astype(bool)
+    assert 0 < labels.sum() < len(labels)
+    assert auc_by_counting(saved["patch_scores"], labels) == pytest.approx(held["patch_auc"],
+                                                                           abs=1e-9)
+    logprobs, truth = saved["image_logprobs"], saved["image_labels"]
+    np.testing.assert_allclose(np.log(np.exp(logprobs).sum(1)), 0, atol=1e-9)
+    pred = logprobs.argmax(1)
+    recalls = [np.mean(pred[truth == c] == c) for c in range(4)]
+    assert np.mean(recalls) == pytest.approx(held["balanced_accuracy"])
+    assert np.mean(saved["ious"]) == pytest.approx(held["mean_iou"])
+    report = json.loads((work / "report.json").read_text())
+    assert report["test"]["patch_auc"] == held["patch_auc"]
+
+
+def test_split_is_by_source_photo(trained):
+    work, metrics = trained
+    samples = read_dataset(work / "synth", TrainOptions())
+    split_of = {}
+    for s in samples:
+        assert split_of.setdefault(s.source, s.split) == s.split
+    donors = [json.loads(line) for line in (work / "synth" / "manifest.jsonl").read_text()
+              .splitlines()]
+    for row in donors:  # splice donors never cross splits either
+        if row["donor"]:
+            assert split_of[row["donor"]] == row["split"]
+    held_out = {s.source for s in samples if s.split == "test"}
+    assert held_out == set(metrics["held_out_sources"])
+    assert not held_out & {s.source for s in samples if s.split == "train"}
+
+
+def test_heads_file_records_backbone_and_demo_provenance(trained):
+    work, _ = trained
+    config = json.loads((work / "heads" / "heads.json").read_text())
+    assert config["trained_on_standin"] is True
+    assert "STAND-IN" in config["backbone_model_id"]
+    assert config["backbone_hidden_size"] == 32 and config["backbone_patch_size"] == 14
+    assert len(config["backbone_fingerprint"]) == 16
+
+
+def test_shipped_demo_heads_are_reproduced_by_the_training_command(trained):
+    work, metrics = trained
+    shipped = json.loads((SHIPPED / "heads.json").read_text())
+    assert shipped["trained_on_standin"] is True and "DEMO" in shipped["provenance"]
+    assert shipped["mask_threshold"] == pytest.approx(metrics["mask_threshold"])
+    assert shipped["temperature"] == pytest.approx(metrics["temperature"])
+    assert shipped["metrics"]["test"]["patch_auc"] == pytest.approx(metrics["test"]["patch_auc"])
+    from safetensors.torch import load_file
+
+    ours, theirs = load_file(str(work / "heads" / "heads.safetensors")), \
+        load_file(str(SHIPPED / "heads.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5)
+
+
+def test_heads_refuse_a_different_backbone(trained, tmp_path):
+    from tools.standins.safe_detector import make_backbone
+    from vfm_serving.detection.detector import load_detector
+    from vfm_serving.detection.heads import HeadsMismatchError, load_heads
+
+    work, _ = trained
+    with pytest.raises(HeadsMismatchError, match="hidden size"):
+        load_heads(work / "heads", hidden_size=64, patch_size=14)
+    other = make_backbone(tmp_path / "seed1", seed=1)  # same shape, different weights
+    with pytest.raises(HeadsMismatchError, match="trained on backbone weights"):
+        load_detector(work / "heads", str(other), stride=168, max_windows=4)
+    detector = load_detector(work / "heads", None, stride=168, max_windows=4)
+    assert detector.backbone.is_standin
