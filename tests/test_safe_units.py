@@ -1,0 +1,107 @@
+"""Unit tests of the SAFE detection pieces (no server): windows, residuals, masks, API parsing,
+mask rule, AUC formula."""
+
+import base64
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from vfm_serving.apis.safe import build_response, parse_request
+from vfm_serving.detection import FULLY_SYNTHESIZED, LOCALLY_EDITED, NATURAL
+from vfm_serving.detection.detector import decide_mask
+from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
+from vfm_serving.detection.windows import plan_tiling, stitch, window_starts
+from vfm_serving.errors import InvalidBase64, MediaTypeMismatch, MissingImage
+from vfm_serving.outputs.masks import mask_to_png, png_to_mask
+from vfm_serving.settings import ServingSettings
+
+
+@pytest.mark.parametrize("size", [(32, 32), (224, 224), (300, 451), (2048, 2048), (3584, 224),
+                                  (225, 4000), (6000, 4000), (640, 40)])
+def test_tiling_covers_the_image_within_the_window_budget(size):
+    tiling = plan_tiling(*size, window=224, stride=168, max_windows=16)
+    w, h = tiling.size
+    assert tiling.num_windows <= 16 and min(w, h) >= 224
+    covered = np.zeros((h, w), bool)
+    for top, left in tiling.boxes:
+        assert 0 <= top <= h - 224 and 0 <= left <= w - 224
+        covered[top:top + 224, left:left + 224] = True
+    assert covered.all()
+    probs = torch.rand(tiling.num_windows, 16, 16)
+    assert tuple(stitch(probs, tiling).shape) == (size[1], size[0])
+
+
+def test_native_resolution_when_it_fits():
+    tiling = plan_tiling(600, 400, window=224, stride=168, max_windows=16)
+    assert tiling.size == (600, 400) and tiling.num_windows == 4 * 3
+    assert window_starts(600, 224, 168) == [0, 125, 251, 376]
+
+
+def test_residual_statistics_see_local_blur():
+    rng = np.random.default_rng(0)
+    image = rng.normal(128, 20, (224, 224, 3))
+    blurred = image.copy()
+    blurred[:112] = ndimage.gaussian_filter(image, (2, 2, 0))[:112]
+    stats = patch_statistics(np.clip(blurred, 0, 255).astype(np.uint8)[None], 14, [(0, 0)])
+    assert stats.shape == (1, 256, len(FEATURE_NAMES)) and torch.isfinite(stats).all()
+    kv = FEATURE_NAMES.index("kv_logabs")
+    top, bottom = stats[0, :128, kv], stats[0, 128:, kv]  # rows 0-7 blurred, 8-15 not
+    assert top.max() < bottom.min()
+    z, median = image_deviation(stats)
+    assert z.shape == stats.shape and median.shape == (len(FEATURE_NAMES),)
+
+
+def test_mask_png_is_one_bit_and_exact_size():
+    mask = np.zeros((7, 13), np.uint8)
+    mask[2:5, 3:9] = 1
+    data = mask_to_png(mask)
+    image = Image.open(__import__("io").BytesIO(data))
+    assert image.mode == "1" and image.size == (13, 7)
+    np.testing.assert_array_equal(png_to_mask(data), mask)
+
+
+def test_mask_rule():
+    prob = torch.zeros(10, 20)
+    prob[2:4, 5:9] = 0.2  # below threshold 0.5
+    assert not decide_mask(NATURAL, prob, 0.5).any()
+    assert decide_mask(FULLY_SYNTHESIZED, prob, 0.5).all()
+    local = decide_mask(LOCALLY_EDITED, prob, 0.5)  # empty -> top-scoring region
+    assert local.sum() == 8 and local[2:4, 5:9].all()
+
+
+def test_parse_request_errors():
+    settings = ServingSettings()
+    with pytest.raises(MissingImage):
+        parse_request({}, settings)
+    with pytest.raises(MediaTypeMismatch):
+        parse_request({"image": {"mediaType": "image/webp", "data": "AAAA"}}, settings)
+    with pytest.raises(InvalidBase64):
+        parse_request({"image": {"mediaType": "image/png", "data": "!!"}}, settings)
+    ok = parse_request({"image": {"mediaType": "IMAGE/PNG", "data": base64.b64encode(b"x").decode(),
+                                  }, "extra": 1}, settings)
+    assert ok.expected_format == "PNG" and ok.data == b"x"
+
+
+def test_build_response_refuses_invalid_logprobs():
+    with pytest.raises(ValueError):
+        build_response(np.array([0.0, np.nan, 0.0, 0.0]), np.zeros((2, 2)))
+
+
+def test_rank_auc_matches_brute_force():
+    from tools.safe.train import rank_auc
+
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    labels = rng.random(60) < 0.4
+    pos, neg = scores[labels], scores[~labels]
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert rank_auc(scores, labels) == pytest.approx(brute)
+
+
+def test_safe_settings_from_env():
+    settings = ServingSettings.from_env({"VFM_SAFE_WINDOW_STRIDE": "112",
+                                         "VFM_SAFE_MAX_WINDOWS": "9"})
+    assert settings.safe_window_stride == 112 and settings.safe_max_windows == 9
