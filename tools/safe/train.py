@@ -409,7 +409,6 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     """
     started = time.perf_counter()
     torch.manual_seed(options.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     backbone = load_backbone(backbone_source, input_size=224, mean=IMAGENET_MEAN,
                              std=IMAGENET_STD, model_id=backbone_id or backbone_source,
                              device="cpu")
@@ -487,9 +486,8 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, help="held-out predictions .npz")
     parser.add_argument("--provenance", default="", help="free text stored in heads.json")
     for field in dataclasses.fields(TrainOptions):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=field.type
-                            if not isinstance(field.type, str) else eval(field.type),
-                            default=field.default)
+        parser.add_argument("--" + field.name.replace("_", "-"), type=field.type,
+                            default=field.default, help=f"default {field.default}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)})
