@@ -1,9 +1,11 @@
 """The SAFE inference pipeline: image -> windows -> features -> patch probabilities -> mask + logprobs.
 
-Features per patch: the frozen backbone's patch token [D] ; residual statistics' robust z-score against the image's own median/spread [R] ; the 3x3-neighbourhood mean of
-that z-score [R]. (Absolute residual levels [R] enter only the global head.) Global features per image: mean CLS [D] ; mean patch token
-[D] ; pooled patch probabilities (mean, max, top-5% mean, fraction above threshold) [4] ; image
-median of residual statistics [R] ; probability-weighted residual statistics and deviations [2R].
+Features per patch: the frozen backbone's patch token [D] ; the robust z-score of the residual
+statistics against the image's own median/spread [R] ; the 3x3-neighbourhood mean of that
+z-score [R] and its absolute value [R]. (Absolute residual levels enter only the global head.)
+Global features per image: mean CLS [D] ; mean patch token [D] ; pooled patch probabilities
+(mean, max, top-5% mean, fraction above the pooling threshold) [4] ; image median of the residual
+statistics [R] ; probability-weighted residual statistics and z-scores [2R].
 
 Mask rule (label and mask always agree):
 - argmax Natural -> all zeros;
@@ -100,17 +102,19 @@ def neighbourhood(values: torch.Tensor, grid: int, size: int = CONTEXT) -> torch
 
 
 def patch_matrix(features: ImageFeatures) -> torch.Tensor:
-    """[N*P, D + 2R]: patch token ; robust z-score of the residual statistics against the image ;
-    neighbourhood mean of that z-score. Absolute residual levels are left to the global head: on
-    unfamiliar content (e.g. a night sky) they would flag the whole image."""
+    """[N*P, D + 3R]: patch token ; robust z-score of the residual statistics against the image ;
+    neighbourhood mean of that z-score ; its absolute value (noise raises residuals, blur and
+    resampling lower them: |z| lets even a linear head flag both). Absolute residual levels are
+    left to the global head: on unfamiliar content (e.g. a night sky) they would flag the whole
+    image."""
     context = neighbourhood(features.deviation, features.grid)
-    x = torch.cat([features.patch_tokens, features.deviation, context], dim=-1)
+    x = torch.cat([features.patch_tokens, features.deviation, context, context.abs()], dim=-1)
     return x.reshape(-1, x.shape[-1])
 
 
 def patch_dim(hidden_size: int) -> int:
     """Width of `patch_matrix` rows for a backbone of `hidden_size`."""
-    return hidden_size + 2 * len(FEATURE_NAMES)
+    return hidden_size + 3 * len(FEATURE_NAMES)
 
 
 def global_dim(hidden_size: int) -> int:
