@@ -1,6 +1,6 @@
 """SAFE edit detector Truss: parse the request, call vfm_serving.detection, shape the response.
 
-preprocess (no concurrency limit): validate + base64 + decode the image -> RGB image | 400 JSONResponse
+preprocess (no concurrency limit): validate + base64 + decode -> RGB image | 400 JSONResponse
 predict (predict_concurrency):     windows -> features -> heads -> {"logprobs", "localizationMask"}
 """
 

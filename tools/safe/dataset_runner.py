@@ -12,7 +12,8 @@ finite normalized logprobs, 0/1 PNG mask of exactly the input's size, all-zero m
 argmax is Natural) or a 400 body carries {"error": {"code": ...}}.
 
     python -m tools.safe.dataset_runner --url http://127.0.0.1:8103/v1/models/model:predict --quick
-    python -m tools.safe.dataset_runner --url https://model-<id>.api.baseten.co/environments/production/predict --api-key $BASETEN_API_KEY
+    python -m tools.safe.dataset_runner --api-key $BASETEN_API_KEY \
+        --url https://model-<id>.api.baseten.co/environments/production/predict
 """
 
 import argparse
@@ -290,7 +291,8 @@ def print_summary(summary: Dict[str, Any]) -> None:
     for name, cat in summary["categories"].items():
         print(f"  {name}: {cat['cases']} cases, {100 * cat['success_rate']:.1f}% success")
     print(f"Latency (200s): p50 {1000 * summary['latency_p50_s']:.1f} ms, "
-          f"p95 {1000 * summary['latency_p95_s']:.1f} ms, max {1000 * summary['latency_max_s']:.1f} ms")
+          f"p95 {1000 * summary['latency_p95_s']:.1f} ms, "
+          f"max {1000 * summary['latency_max_s']:.1f} ms")
     print(f"Requests/s: sequential {summary['sequential_requests_per_s']:.2f}, "
           f"concurrent ({summary['concurrency']}) {summary['concurrent_requests_per_s']:.2f}")
     for failure in summary["failures"]:

@@ -39,7 +39,7 @@ LOCAL_EDITS = ("splice", "blur", "noise")
 
 
 def load_photo(name: str, short_side: int = 400) -> np.ndarray:
-    """scikit-image sample `name` as RGB uint8 [H, W, 3], downscaled so the short side <= short_side."""
+    """scikit-image sample `name` as RGB uint8 [H, W, 3], downscaled to short side <= short_side."""
     from skimage import data
 
     image = Image.fromarray(getattr(data, name)()).convert("RGB")
@@ -50,7 +50,8 @@ def load_photo(name: str, short_side: int = 400) -> np.ndarray:
     return np.asarray(image)
 
 
-def random_crop(photo: np.ndarray, rng: np.random.Generator, size_range: Tuple[int, int]) -> np.ndarray:
+def random_crop(photo: np.ndarray, rng: np.random.Generator,
+                size_range: Tuple[int, int]) -> np.ndarray:
     """Random crop with width and height drawn from size_range (clipped to the photo)."""
     h, w = photo.shape[:2]
     cw = min(w, int(rng.integers(size_range[0], size_range[1] + 1)))

@@ -1,7 +1,8 @@
 """Train the SAFE heads on a frozen DINOv2-family backbone.
 
 Data: a folder holding `manifest.jsonl` (or a path to one), one JSON object per line:
-    {"image": "rel/or/abs.png", "label": "Natural|FullySynthesized|LocallyEdited|LocallySynthesized",
+    {"image": "rel/or/abs.png",
+     "label": "Natural|FullySynthesized|LocallyEdited|LocallySynthesized",
      "mask": "masks/x.png" | null, "source": "photo-id", "split": "train|val|test" (optional)}
 or a folder with one sub-folder per label name (masks optional in `<root>/masks/<stem>.png`,
 source = file stem). Masks: non-zero = edited. Without a split column, images are split by
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from tools.safe.splits import assign_splits
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, LOCAL_LABELS, NATURAL
 from vfm_serving.detection.detector import (IMAGENET_MEAN, IMAGENET_STD, ImageFeatures,
-                                            backbone_fingerprint, calibrated_logprobs,
+                                            backbone_fingerprint,
                                             extract_features, global_dim, global_vector,
                                             patch_dim, patch_matrix)
 from vfm_serving.detection.heads import GlobalHead, Heads, HeadsConfig, PatchHead, save_heads
@@ -490,7 +491,8 @@ def main() -> None:
                             default=field.default, help=f"default {field.default}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)})
+    options = TrainOptions(**{f.name: getattr(args, f.name)
+                              for f in dataclasses.fields(TrainOptions)})
     metrics = train(args.data, args.backbone, args.out, cache=args.cache, options=options,
                     backbone_id=args.backbone_id, record_source=args.record_source,
                     provenance=args.provenance,

@@ -1,4 +1,4 @@
-"""The SAFE inference pipeline: image -> windows -> features -> patch probabilities -> mask + logprobs.
+"""SAFE inference: image -> windows -> features -> patch probabilities -> mask + logprobs.
 
 Features per patch: the frozen backbone's patch token [D] ; the robust z-score of the residual
 statistics against the image's own median/spread [R] ; the 3x3-neighbourhood mean of that
@@ -81,7 +81,8 @@ def extract_features(backbone: Backbone, image: Image.Image, *, stride: int, max
     tokens = []
     for start in range(0, len(windows), batch_size):
         chunk = list(windows[start:start + batch_size])
-        tokens.append(forward_tokens(backbone, normalize_arrays(chunk, backbone.mean, backbone.std)))
+        pixels = normalize_arrays(chunk, backbone.mean, backbone.std)
+        tokens.append(forward_tokens(backbone, pixels))
     tokens_t = torch.cat(tokens)
     stats = patch_statistics(windows, layout.patch_size, tiling.boxes)
     deviation, median = image_deviation(stats)

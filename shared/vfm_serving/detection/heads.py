@@ -28,7 +28,8 @@ class HeadsMismatchError(RuntimeError):
 
 
 class PatchHead(nn.Module):
-    """Standardize [N, F] patch features, then logistic (hidden=0) or one-hidden-layer MLP -> [N]."""
+    """Standardize [N, F] patch features, then logistic (hidden=0) or a one-hidden-layer MLP;
+    outputs logits [N]."""
 
     def __init__(self, in_dim: int, hidden: int = 32) -> None:
         super().__init__()

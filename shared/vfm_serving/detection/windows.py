@@ -92,7 +92,7 @@ def cut_windows(image: Image.Image, tiling: Tiling) -> np.ndarray:
         image = image.resize(tiling.size, Image.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     s = tiling.window
-    return np.stack([array[t:t + s, l:l + s] for t, l in tiling.boxes])
+    return np.stack([array[top:top + s, left:left + s] for top, left in tiling.boxes])
 
 
 def cut_mask_windows(mask: np.ndarray, tiling: Tiling) -> np.ndarray:
@@ -102,7 +102,7 @@ def cut_mask_windows(mask: np.ndarray, tiling: Tiling) -> np.ndarray:
         pil = pil.resize(tiling.size, Image.BILINEAR)
     array = np.asarray(pil, dtype=np.float32) / 255.0
     s = tiling.window
-    return np.stack([array[t:t + s, l:l + s] for t, l in tiling.boxes])
+    return np.stack([array[top:top + s, left:left + s] for top, left in tiling.boxes])
 
 
 def patch_fractions(mask_windows: np.ndarray, patch: int) -> np.ndarray:
