@@ -9,19 +9,17 @@ deterministic, meaningless. Writes STANDIN.json so the server reports it as a st
     python -m tools.standins.derm --out .cache/standins/derm
 """
 
-import argparse
-import json
-import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from tools.standins import run_cli, write_marker
+
 STANDIN_MODEL_ID = "STAND-IN tiny TF SavedModel (random projection; NOT google/derm-foundation)"
 EMBEDDING_DIM = 6144
 SIDE = 64   # decoded images are resized to SIDE x SIDE
 POOL = 8    # then average-pooled to POOL x POOL x 3 features
-log = logging.getLogger(__name__)
 
 
 def build_module(seed: int = 0):  # -> tf.Module
@@ -67,22 +65,10 @@ def make(out: Path, *, seed: int = 0) -> Path:
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
-    (out / "STANDIN.json").write_text(json.dumps(
-        {"model_id": STANDIN_MODEL_ID, "seed": seed, "embedding_dim": EMBEDDING_DIM,
-         "decode_side": SIDE, "pool": POOL}, indent=2))
-    log.warning("wrote %s to %s", STANDIN_MODEL_ID, out)
+    write_marker(out, STANDIN_MODEL_ID, seed=seed, embedding_dim=EMBEDDING_DIM, decode_side=SIDE,
+                 pool=POOL)
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    make(args.out, seed=args.seed)
-
-
 if __name__ == "__main__":
-    main()
+    run_cli(__doc__, make, seed=0)
