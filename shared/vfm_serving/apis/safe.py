@@ -7,7 +7,6 @@ Top-level fields other than "image" are ignored (the challenge may add metadata)
 """
 
 import dataclasses
-import io
 import math
 from typing import Any, Dict
 
@@ -58,13 +57,6 @@ def parse_request(body: Any, settings: ServingSettings) -> SafeRequest:
     return SafeRequest(data=decode_base64(data, settings.max_image_bytes), expected_format=fmt)
 
 
-# EXIF orientation -> the transpose that undoes `ImageOps.exif_transpose` for it.
-_UNDO_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-                     6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
-                     8: Image.Transpose.ROTATE_270}
-
-
 def decode_image(request: SafeRequest, settings: ServingSettings) -> Image.Image:
     """Decode the bytes as the declared format into RGB within the limits, in the STORED pixel
     layout (EXIF orientation undone): the mask must be aligned with the file's own pixel array,
@@ -76,14 +68,8 @@ def decode_image(request: SafeRequest, settings: ServingSettings) -> Image.Image
     Raises:
         MediaTypeMismatch, ImageDecodeError, ImageTooLarge, InvalidImageGeometry.
     """
-    image = decode_rgb(request.data, settings, expected_format=request.expected_format)
-    header = Image.open(io.BytesIO(request.data))
-    orientation = header.getexif().get(0x0112, 1)
-    if orientation in _UNDO_ORIENTATION:
-        image = image.transpose(_UNDO_ORIENTATION[orientation])
-    if image.size != header.size:  # defensive: never answer with a mask of the wrong size
-        image = image.resize(header.size, Image.BILINEAR)
-    return image
+    return decode_rgb(request.data, settings, expected_format=request.expected_format,
+                      apply_exif_orientation=False)
 
 
 def build_response(logprobs: np.ndarray, mask: np.ndarray) -> Dict[str, Any]:

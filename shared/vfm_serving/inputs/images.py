@@ -42,11 +42,13 @@ def open_image(data: bytes, settings: ServingSettings) -> Image.Image:
 
 
 def decode_rgb(data: bytes, settings: ServingSettings, *,
-               expected_format: Optional[str] = None) -> Image.Image:
-    """Decode `data` fully into an RGB image with its EXIF orientation applied.
+               expected_format: Optional[str] = None,
+               apply_exif_orientation: bool = True) -> Image.Image:
+    """Decode `data` fully into an RGB image, by default with its EXIF orientation applied.
 
     Args:
         expected_format: PIL format name ("JPEG", "PNG") the bytes must be, or None for any.
+        apply_exif_orientation: False keeps the stored pixel layout (size as in the header).
 
     Returns:
         PIL image, mode "RGB", size (W, H) after orientation.
@@ -61,7 +63,8 @@ def decode_rgb(data: bytes, settings: ServingSettings, *,
                                 f"{image.format or 'unknown'}")
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        if apply_exif_orientation:
+            image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
             image = _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
