@@ -49,8 +49,11 @@ class Model:
         if override:
             return override, None, override
         hub_id = self._meta["hf_model_id"]
-        if (Path(self._meta["weights_dir"]) / "config.json").is_file():
-            return self._meta["weights_dir"], None, hub_id
+        cached = Path(self._meta["weights_dir"])
+        if (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
+            return str(cached), None, hub_id
+        log.warning("no pre-cached weights in %s: downloading %s@%s", cached, hub_id,
+                    self._meta["hf_revision"])
         return hub_id, self._meta["hf_revision"], hub_id
 
     def preprocess(self, body: Any) -> Any:
