@@ -182,3 +182,20 @@ def test_non_json_body_is_400(midnight):
     response = requests.post(midnight.predict_url, data=b"{not json",
                              headers={"Content-Type": "application/json"}, timeout=30)
     assert response.status_code == 400
+
+
+def test_concurrent_requests_each_get_their_own_embeddings(midnight, checkpoint):
+    """Parallel requests (preprocess runs outside the predict lock) never mix up images."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "cat"]
+    images = [photo(n, (240, 200)) for n in names]
+    bodies = [{"image_base64_list": [b64(encode(images[i])), b64(encode(images[(i + 1) % 6]))],
+               "batch_size": 1} for i in range(6)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(midnight.predict, bodies))
+    expected = reference_embeddings(checkpoint, images, "classification")
+    for i, response in enumerate(responses):
+        assert response.status_code == 200, response.text
+        served = np.asarray(response.json()["embeddings"], dtype=np.float32)
+        np.testing.assert_allclose(served, expected[[i, (i + 1) % 6]], atol=1e-5, rtol=0)
