@@ -44,7 +44,7 @@ from vfm_serving.detection.windows import cut_mask_windows, patch_fractions, sti
 from vfm_serving.embeddings.dinov2 import Backbone, load_backbone
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "safe-features-v2"
+CACHE_VERSION = "safe-features-v3"
 MAX_NATURAL_FP = 0.10
 
 
@@ -70,7 +70,7 @@ class TrainOptions:
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
-    patch_hidden: int = 32
+    patch_hidden: int = 0
     patch_epochs: int = 250
     patches_per_image: int = 600
     global_epochs: int = 400

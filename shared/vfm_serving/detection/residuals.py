@@ -9,7 +9,10 @@ measure, on the luminance and two chroma differences:
   log mean |r|, log std r, excess kurtosis of r;
 - local variance of the intensity (content texture), gradient energy;
 - noise level (median absolute KV residual, a MAD estimator), chroma residual levels;
-- JPEG 8x8 blockiness (energy of differences on the 8-pixel grid vs off-grid).
+- JPEG 8x8 blockiness (energy of differences on the 8-pixel grid vs off-grid);
+- noise vs texture (added noise on smooth content): lower-quartile |KV|, noise level relative
+  to gradient energy, |KV| / |d1| spectral flatness, MAD noise of the 2x2-averaged image and the
+  fine / half-scale ratio (see `_noise_vs_texture`; the patch size must be even).
 
 `image_deviation` then scores every statistic against the image's own median and spread (robust
 z-score): local inconsistency, not absolute level, is what reveals an edit.
@@ -35,7 +38,8 @@ RESIDUAL_KERNELS = {
 FEATURE_NAMES: Tuple[str, ...] = tuple(
     f"{k}_{s}" for k in RESIDUAL_KERNELS for s in ("logabs", "logstd", "kurt")
 ) + ("log_local_var", "log_grad_energy", "log_noise_mad", "log_chroma_rg", "log_chroma_bg",
-     "blockiness")
+     "blockiness") + (
+    "log_noise_q25", "noise_over_texture", "kv_over_d1", "log_noise_mad_half", "noise_fine_over_half")
 NUM_FEATURES = len(FEATURE_NAMES)
 _EPS = 1e-3
 
@@ -134,7 +138,36 @@ def patch_statistics(windows: np.ndarray, patch: int,
         chroma.append(torch.log(kb.abs().mean(-1) + _EPS))
     block = _blockiness(gray, patch, offsets)
     extra = torch.stack([local_var, grad, noise, chroma[0], chroma[1], block], dim=-1)
-    return torch.cat([per_kernel, extra], dim=-1).float()
+    robust = _noise_vs_texture(gray, res, patch, noise, grad)
+    return torch.cat([per_kernel, extra, robust], dim=-1).float()
+
+
+def _noise_vs_texture(gray: torch.Tensor, res: torch.Tensor, patch: int, noise: torch.Tensor,
+                      grad: torch.Tensor) -> torch.Tensor:
+    """Noise-level statistics that separate added noise from content texture -> [B, P, 5].
+
+    - log_noise_q25: log of the lower quartile of |KV residual| (edges and texture raise the
+      upper part of the distribution; the flattest pixels of a patch show the noise floor);
+    - noise_over_texture: log MAD noise minus half the log gradient energy (noise relative to
+      the local texture: white noise raises the former far more than content does);
+    - kv_over_d1: log mean |KV| minus log mean |d1| (spectral flatness: noise is flat, natural
+      content has a 1/f spectrum, blur and upsampling remove the high end);
+    - log_noise_mad_half: MAD noise level of the 2x2-averaged image (a second scale);
+    - noise_fine_over_half: fine minus half-scale noise level (white noise averages out at the
+      coarser scale, texture does not).
+    """
+    kv_index = list(RESIDUAL_KERNELS).index("kv")
+    kv_abs = res[:, kv_index].abs()
+    q25 = torch.log(kv_abs.quantile(0.25, dim=-1) / 0.3186 + _EPS)
+    over_texture = noise - 0.5 * grad
+    d1 = res[:, 0:2].abs().mean(-1).mean(1)
+    flatness = torch.log(kv_abs.mean(-1) + _EPS) - torch.log(d1 + _EPS)
+    half = F.avg_pool2d(gray, 2)
+    kv_half = _filter(half, _BANK[kv_index:kv_index + 1])
+    half_patch = patch // 2
+    half_res = _patches(kv_half, half_patch)[:, 0]                   # [B, P, (p/2)^2]
+    noise_half = torch.log(half_res.abs().median(-1).values / 0.6745 + _EPS)
+    return torch.stack([q25, over_texture, flatness, noise_half, noise - noise_half], dim=-1)
 
 
 def image_deviation(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
