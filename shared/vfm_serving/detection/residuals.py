@@ -155,7 +155,12 @@ def _noise_vs_texture(gray: torch.Tensor, res: torch.Tensor, patch: int, noise: 
     - log_noise_mad_half: MAD noise level of the 2x2-averaged image (a second scale);
     - noise_fine_over_half: fine minus half-scale noise level (white noise averages out at the
       coarser scale, texture does not).
+
+    Raises:
+        ValueError: `patch` is odd (the half-scale grid must align with the patch grid).
     """
+    if patch % 2:
+        raise ValueError(f"patch size {patch} must be even for the half-scale statistics")
     kv_index = list(RESIDUAL_KERNELS).index("kv")
     kv_abs = res[:, kv_index].abs()
     q25 = torch.log(kv_abs.quantile(0.25, dim=-1) / 0.3186 + _EPS)
