@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vfm_serving.batching import micro_batches
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, NATURAL
 from vfm_serving.detection.heads import Heads, load_heads
 from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
@@ -79,8 +80,7 @@ def extract_features(backbone: Backbone, image: Image.Image, *, stride: int, max
     tiling = plan_tiling(image.width, image.height, layout.input_size, stride, max_windows)
     windows = cut_windows(image, tiling)
     tokens = []
-    for start in range(0, len(windows), batch_size):
-        chunk = list(windows[start:start + batch_size])
+    for chunk in micro_batches(windows, batch_size):
         pixels = normalize_arrays(chunk, backbone.mean, backbone.std)
         tokens.append(forward_tokens(backbone, pixels))
     tokens_t = torch.cat(tokens)

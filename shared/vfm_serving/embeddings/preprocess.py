@@ -37,10 +37,7 @@ def to_tensor(images: Sequence[Image.Image], size: int, mean: Sequence[float],
               std: Sequence[float]) -> torch.Tensor:
     """List of RGB PIL images -> normalized float32 tensor [B, 3, size, size]."""
     arrays = [np.asarray(resize_and_crop(img, size), dtype=np.uint8) for img in images]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return batch.sub_(mean_t).div_(std_t)
+    return normalize_arrays(arrays, mean, std)
 
 
 def normalize_arrays(arrays: Sequence[np.ndarray], mean: Sequence[float],
