@@ -1,10 +1,8 @@
 """DINOv2-family backbone: load with transformers, forward, pool tokens into embeddings."""
 
 import dataclasses
-import json
 import logging
 import time
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
@@ -13,11 +11,11 @@ from PIL import Image
 from vfm_serving.batching import micro_batches
 from vfm_serving.embeddings.geometry import TokenLayout
 from vfm_serving.embeddings.preprocess import to_tensor
+from vfm_serving.standin import standin_model_id
 
 log = logging.getLogger(__name__)
 
 TASKS = ("classification", "segmentation")
-STANDIN_MARKER = "STANDIN.json"
 
 
 @dataclasses.dataclass
@@ -53,10 +51,9 @@ def load_backbone(source: str, *, input_size: int, mean: Sequence[float], std: S
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = AutoModel.from_pretrained(source, revision=revision, token=token)
     model.eval().to(dev)
-    marker = Path(source) / STANDIN_MARKER
-    is_standin = marker.is_file()
-    if is_standin:
-        model_id = json.loads(marker.read_text())["model_id"]
+    standin_id = standin_model_id(source)
+    is_standin = standin_id is not None
+    model_id = standin_id or model_id
     layout = TokenLayout.from_config(model.config, input_size)
     log.info("loaded %s on %s in %.1fs (hidden=%d, patch=%d, registers=%d)", model_id, dev,
              time.perf_counter() - started, layout.hidden_size, layout.patch_size,

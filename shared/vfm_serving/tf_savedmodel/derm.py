@@ -9,20 +9,18 @@ a time, so only the culprit gets an error.
 
 import dataclasses
 import io
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any, List, Sequence, Union
 
 import numpy as np
 
 from vfm_serving.batching import micro_batches
 from vfm_serving.errors import ModelError
+from vfm_serving.standin import standin_model_id
 
 log = logging.getLogger(__name__)
 
-STANDIN_MARKER = "STANDIN.json"
 INPUT_KEY = "inputs"
 OUTPUT_KEY = "embedding"
 IMAGE_FEATURE = "image/encoded"
@@ -143,10 +141,9 @@ def load_derm(directory: str, *, model_id: str, max_batch: int, probe: bool = Tr
     started = time.perf_counter()
     gpus = configure_gpus()
     loaded = tf.saved_model.load(directory)
-    marker = Path(directory) / STANDIN_MARKER
-    is_standin = marker.is_file()
-    if is_standin:
-        model_id = json.loads(marker.read_text())["model_id"]
+    standin_id = standin_model_id(directory)
+    is_standin = standin_id is not None
+    model_id = standin_id or model_id
     model = DermSavedModel(signature=loaded.signatures["serving_default"], module=loaded,
                            model_id=model_id, is_standin=is_standin, max_batch=max(1, max_batch),
                            directory=directory)
