@@ -60,20 +60,22 @@ COMMON_ENV = {"VFM_MAX_IMAGES_PER_REQUEST": "12", "VFM_FETCH_TIMEOUT_S": "5",
               "DERM_DEPLOYED_MODEL_ID": "derm-test-deployment"}
 
 
-@pytest.fixture(scope="module")
-def derm(truss_server_factory, gcs):
+def start_derm(truss_server_factory, gcs, micro_batch: int):
+    """A derm server reading gs:// through the test front, with micro-batch cap `micro_batch`."""
     front, _ = gcs
     return truss_server_factory("derm", env={**COMMON_ENV, "VFM_GCS_ENDPOINT": front.url,
-                                             "VFM_MAX_BATCH_SIZE": "4",
-                                             "VFM_DEFAULT_BATCH_SIZE": "4"})
+                                             "VFM_MAX_BATCH_SIZE": str(micro_batch),
+                                             "VFM_DEFAULT_BATCH_SIZE": str(micro_batch)})
+
+
+@pytest.fixture(scope="module")
+def derm(truss_server_factory, gcs):
+    return start_derm(truss_server_factory, gcs, 4)
 
 
 @pytest.fixture(scope="module")
 def derm_single(truss_server_factory, gcs):
-    front, _ = gcs
-    return truss_server_factory("derm", env={**COMMON_ENV, "VFM_GCS_ENDPOINT": front.url,
-                                             "VFM_MAX_BATCH_SIZE": "1",
-                                             "VFM_DEFAULT_BATCH_SIZE": "1"})
+    return start_derm(truss_server_factory, gcs, 1)
 
 
 @pytest.fixture(scope="module")
