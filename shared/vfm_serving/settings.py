@@ -10,6 +10,7 @@ import os
 from typing import Any, Mapping, Optional
 
 ENV_PREFIX = "VFM_"
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +27,21 @@ class ServingSettings:
         max_image_pixels: largest decoded width*height; guards against decompression bombs.
         min_image_side: smallest accepted width or height in pixels.
         max_aspect_ratio: largest accepted long-side/short-side ratio.
-        fetch_timeout_s: connect and read timeout for one URL or GCS download.
-        fetch_concurrency: how many downloads of one request run at once.
+        fetch_timeout_s: total deadline for one URL or GCS download (connect, redirects, every
+            byte of the body), not a per-read timeout.
+        fetch_concurrency: how many images of one request are fetched and decoded at once (also
+            bounds how many full-size decoded images are in memory per request).
+        max_redirects: most HTTP redirects followed per download; each hop is re-checked.
+        allow_private_urls: fetch URLs whose host resolves to loopback/private/link-local/...
+            addresses (off by default: SSRF guard; tests and on-prem deployments turn it on).
+        max_request_bytes: largest request body read, in bytes (Baseten's edge caps at 100 MB).
+        max_json_depth: deepest nesting of arrays/objects accepted in a request body.
+        reduced_decode: decode JPEGs much larger than the model input at a reduced DCT scale
+            (Pillow draft mode) before the resize; off = full decode, bit-exact model-card numbers.
+        precision: forward-pass dtype: auto (float16 on CUDA, float32 on CPU) | float32 |
+            float16 | bfloat16.
+        batch_max_wait_ms: how long the dynamic batcher waits for more items (from any request)
+            once it has one, before running a forward pass that is not full.
         gcs_endpoint: base URL of the GCS JSON API (an emulator in tests).
         safe_window_stride: SAFE detector: stride in pixels between the backbone-sized windows
             that tile an image (window = backbone input size, 224); smaller = more overlap.
@@ -44,6 +58,13 @@ class ServingSettings:
     max_aspect_ratio: float = 1000.0
     fetch_timeout_s: float = 15.0
     fetch_concurrency: int = 8
+    max_redirects: int = 5
+    allow_private_urls: bool = False
+    max_request_bytes: int = 100 * 1024 * 1024
+    max_json_depth: int = 32
+    reduced_decode: bool = True
+    precision: str = "auto"
+    batch_max_wait_ms: float = 5.0
     gcs_endpoint: str = "https://storage.googleapis.com"
     safe_window_stride: int = 168
     safe_max_windows: int = 16
@@ -64,7 +85,7 @@ class ServingSettings:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is None:
                 continue
-            caster = {"int": int, "float": float, "str": str}[
+            caster = {"int": int, "float": float, "str": str, "bool": _parse_bool}[
                 field.type if isinstance(field.type, str) else field.type.__name__
             ]
             try:
@@ -85,3 +106,22 @@ class ServingSettings:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_aspect_ratio < 1 or self.fetch_timeout_s <= 0:
             raise ValueError("max_aspect_ratio must be >= 1 and fetch_timeout_s > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.max_redirects < 0 or self.batch_max_wait_ms < 0 or self.max_json_depth < 2:
+            raise ValueError("max_redirects and batch_max_wait_ms must be >= 0, "
+                             "max_json_depth >= 2")
+
+
+def _parse_bool(raw: str) -> bool:
+    """'1/true/yes/on' -> True, '0/false/no/off/' -> False (case-insensitive).
+
+    Raises:
+        ValueError: anything else.
+    """
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
