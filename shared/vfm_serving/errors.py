@@ -1,8 +1,10 @@
 """Typed errors with stable machine-readable codes.
 
 The shared package raises only `ServingError` subclasses for problems it can name. `client_error`
-tells the Truss whether the caller is at fault (HTTP 4xx / per-instance error) or the server
-(5xx). Codes are part of the public API: never rename one, add new ones instead.
+tells whether the caller is at fault (HTTP 4xx / per-instance error) or the server (5xx);
+`http_status` is the status a request-level error gets (vfm_serving.http.errors maps it; nothing
+else in the shared package knows about HTTP). Codes are part of the public API: never rename one,
+add new ones instead.
 """
 
 from typing import Any, Dict
@@ -13,6 +15,7 @@ class ServingError(Exception):
 
     code = "serving_error"
     client_error = True
+    http_status = 400
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -94,6 +97,7 @@ class ModelError(ServingError):
 
     code = "model_error"
     client_error = False
+    http_status = 500
 
 
 class InvalidGcsUri(ServingError):
@@ -107,3 +111,4 @@ class InternalError(ServingError):
 
     code = "internal_error"
     client_error = False
+    http_status = 500
