@@ -1,11 +1,13 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make demo   serve every Truss locally with the real Truss server and call it
 #   make test   run the test suite
+# Checks: make lint (ruff + mypy, run by CI before the tests), make push-check (each Truss's image
+# requirements resolve against PyPI; needs network).
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint push-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +23,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+push-check: setup
+	$(PY) -m tools.push_check
 
 bench: setup
 	$(PY) -m bench.midnight_batching

@@ -11,7 +11,7 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
-from tools.local_server import free_port  # noqa: F401  (re-exported for tests)
+from tools.local_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ class LoopbackFiles:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.requests.append((self.path, dict(self.headers)))
                 status, body, ctype = outer.files.get(self.path, (404, b"not found", "text/plain"))
                 self.send_response(status)

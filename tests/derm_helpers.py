@@ -13,7 +13,8 @@ from tools.local_server import free_port
 
 
 class GcsEmulator:
-    """`gcp-storage-emulator` (in memory) on 127.0.0.1, filled via the google-cloud-storage client."""
+    """`gcp-storage-emulator` (in memory) on 127.0.0.1, filled via the google-cloud-storage
+    client."""
 
     def __init__(self) -> None:
         from gcp_storage_emulator.server import create_server
@@ -53,7 +54,7 @@ class GcsAuthFront:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.requests.append((self.path, dict(self.headers)))
                 status, body = outer.answer(self.path, self.headers.get("Authorization"))
                 self.send_response(status)
@@ -72,7 +73,8 @@ class GcsAuthFront:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, path: str, authorization: Optional[str]) -> Tuple[int, bytes]:
-        """(status, body) for one GET: auth check for private buckets, then the emulator's answer."""
+        """(status, body) for one GET: auth check for private buckets, then the emulator's
+        answer."""
         parts = path.split("/")  # "", download, storage, v1, b, BUCKET, o, OBJECT?alt=media
         bucket = parts[5] if len(parts) > 5 else ""
         if bucket in self.private:

@@ -1,4 +1,4 @@
-"""Test images: real photos from scikit-image (shipped in its wheel) in several formats and sizes."""
+"""Test images: real photos from scikit-image (shipped in its wheel), several formats and sizes."""
 
 import base64
 import io

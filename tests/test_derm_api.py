@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import requests
 
-from derm_helpers import (GcsAuthFront, GcsEmulator, StandInReference, poison_tiff, sample_images,
-                          tokens_in, truncated_png)
+from derm_helpers import (
+    GcsAuthFront,
+    GcsEmulator,
+    StandInReference,
+    poison_tiff,
+    sample_images,
+    tokens_in,
+    truncated_png,
+)
 from images_for_tests import b64, encode, photo
 
 GOOD_TOKEN = "ya29.derm-GOOD-token-7f3a9c"
@@ -116,11 +123,11 @@ def test_mixed_request_every_prediction_in_order(derm, gcs, images, reference):
         {"extensions": {"key": "value"}},                                           # 5 B
         {"gcs_uri": f"gs://{PUBLIC}/does/not/exist.png"},                           # 6 C
         {"gcs_uri": uris["private_png"], "bearer_token": WRONG_TOKEN},              # 7 C
-        {"gcs_uri": uris["public_jpeg"]},                                           # 8 ok, anonymous
+        {"gcs_uri": uris["public_jpeg"]},                                           # 8 ok, no token
         {"input_bytes": b64(images["coffee_jpeg"]), "bearer_token": WRONG_TOKEN,
          "extensions": {}},                                                         # 9 ok
         {"gcs_uri": "gs://Not_A_Bucket!/x.png"},                                    # 10 C
-        {"gcs_uri": uris["private_png"]},                                           # 11 C (no token)
+        {"gcs_uri": uris["private_png"]},                                           # 11 C, no token
     ]
     response = derm.predict({"instances": instances})
     assert response.status_code == 200, response.text[:2000]
@@ -185,7 +192,8 @@ def test_batched_and_per_instance_give_the_same_embeddings(derm, derm_single, im
     instances = [{"input_bytes": b64(data)} for data in images.values()]  # 6 images
     batched = predict_ok(derm, {"instances": instances})
     single = predict_ok(derm_single, {"instances": instances})
-    for name, got_b, got_s in zip(images, batched["predictions"], single["predictions"]):
+    pairs = zip(batched["predictions"], single["predictions"], strict=True)
+    for name, (got_b, got_s) in zip(images, pairs, strict=True):
         expected = reference.embed(images[name])
         assert_embedding(got_b, expected)
         assert_embedding(got_s, expected)
@@ -199,7 +207,7 @@ def test_poison_image_in_a_batch_falls_back_to_single_calls(derm, images, refere
     names = ["astronaut_png", "coffee_jpeg", None, "chelsea_png", "rocket_jpeg"]
     instances = [{"input_bytes": b64(images[n] if n else poison)} for n in names]
     body = predict_ok(derm, {"instances": instances})
-    for name, prediction in zip(names, body["predictions"]):
+    for name, prediction in zip(names, body["predictions"], strict=True):
         if name is None:
             assert_error(prediction, E, "model_error")
         else:

@@ -7,9 +7,19 @@ import pytest
 import yaml
 
 from vfm_serving.apis import vertex_derm as api
-from vfm_serving.errors import (ConflictingInputs, FetchFailed, ImageDecodeError, ImageTooLarge,
-                                InternalError, InvalidBase64, InvalidGcsUri, InvalidRequest,
-                                MissingImage, ModelError, TooManyImages)
+from vfm_serving.errors import (
+    ConflictingInputs,
+    FetchFailed,
+    ImageDecodeError,
+    ImageTooLarge,
+    InternalError,
+    InvalidBase64,
+    InvalidGcsUri,
+    InvalidRequest,
+    MissingImage,
+    ModelError,
+    TooManyImages,
+)
 from vfm_serving.inputs.gcs import auth_headers, download_url, parse_gcs_uri
 from vfm_serving.settings import ServingSettings
 

@@ -31,7 +31,7 @@ def test_an_unknown_key_is_rejected(tmp_path):
     raw = yaml.safe_load((ROOT / "midnight" / "config.yaml").read_text())
     raw["resources"]["acelerator"] = "T4"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="acelerator"):  # pydantic's ValidationError
         TrussConfig.from_yaml(tmp_path / "config.yaml").validate_forbid_extra()
 
 

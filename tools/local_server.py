@@ -1,8 +1,14 @@
 """Serve a Truss locally with the real Truss inference server (no Docker), on 127.0.0.1.
 
-Steps (see shared/truss-notes.md): `truss image build-context`, lay out server/ + model/ + data/ +
-config.yaml in one folder, put the bundled packages on PYTHONPATH, export the config's
-environment_variables, set INFERENCE_SERVER_PORT, run the server's own main.py.
+Steps, as the Docker image would run it (measured with truss 0.18.35):
+1. `truss image build-context --non-interactive CONTEXT TRUSS_DIR` writes the image's contents:
+   server/ (the inference server), model/, data/, config.yaml (defaults filled in), packages/
+   (the contents of every `external_package_dirs` entry), requirements.txt + constraints.txt.
+2. Copy server/*, model/, data/ and config.yaml side by side into one folder (the image's /app).
+3. Put CONTEXT/packages on PYTHONPATH (the image appends /packages to sys.path).
+4. Export the config's `environment_variables` and INFERENCE_SERVER_PORT.
+5. Run the server's own main.py there through tools/loopback_main.py, which binds 127.0.0.1
+   instead of the hard-coded 0.0.0.0.
 
     python -m tools.local_server midnight            # serve until Ctrl-C
 """

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 def write_marker(out: Path, model_id: str, **details: Any) -> None:
     """Write `out`/STANDIN.json: the label the servers report instead of the real model's name."""
-    (out / "STANDIN.json").write_text(json.dumps({"model_id": model_id, **details}, indent=2) + "\n")
+    marker = json.dumps({"model_id": model_id, **details}, indent=2)
+    (out / "STANDIN.json").write_text(marker + "\n")
     log.warning("wrote %s to %s", model_id, out)
 
 
@@ -25,8 +26,12 @@ def make_tiny_dinov2(out: Path, model_id: str, *, hidden_size: int = 32, layers:
     """Save a seeded, randomly initialised transformers `Dinov2Model` (or
     `Dinov2WithRegistersModel` when `registers` > 0), patch 14, image 224, to `out`."""
     import torch
-    from transformers import (Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig,
-                              Dinov2WithRegistersModel)
+    from transformers import (
+        Dinov2Config,
+        Dinov2Model,
+        Dinov2WithRegistersConfig,
+        Dinov2WithRegistersModel,
+    )
 
     torch.manual_seed(seed)
     common: Dict[str, Any] = dict(hidden_size=hidden_size, num_hidden_layers=layers,
