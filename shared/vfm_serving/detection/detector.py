@@ -19,19 +19,19 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from torch.nn import functional
 
-from vfm_serving.batching import micro_batches
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, NATURAL
 from vfm_serving.detection.heads import Heads, load_heads
 from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
 from vfm_serving.detection.windows import Tiling, cut_windows, plan_tiling, stitch
 from vfm_serving.embeddings.dinov2 import Backbone, forward_tokens, load_backbone
+from vfm_serving.embeddings.geometry import TokenLayout
 from vfm_serving.embeddings.preprocess import normalize_arrays
 
 log = logging.getLogger(__name__)
@@ -73,22 +73,80 @@ def backbone_fingerprint(backbone: Backbone) -> str:
     raise ValueError("backbone has no 4-D (patch embedding) weight")
 
 
+@dataclasses.dataclass
+class PreparedImage:
+    """CPU-side, per-image input of `Detector.detect_batch` (made by `Detector.prepare`).
+
+    N windows of S x S pixels, P = grid*grid patches, R residual statistics."""
+
+    tiling: Tiling
+    pixels: torch.Tensor        # float32 [N, 3, S, S], normalized for the backbone
+    stats: torch.Tensor         # [N, P, R]
+    deviation: torch.Tensor     # [N, P, R]
+    median: torch.Tensor        # [R]
+
+    @property
+    def num_windows(self) -> int:
+        return self.tiling.num_windows
+
+
+def prepare_image(image: Image.Image, layout: TokenLayout, mean: Sequence[float],
+                  std: Sequence[float], *, stride: int, max_windows: int) -> PreparedImage:
+    """RGB PIL image -> windows normalized for the backbone + residual statistics (CPU only, no
+    backbone call, thread-safe).
+
+    Raises:
+        ValueError: stride / max_windows out of range (see `plan_tiling`).
+    """
+    tiling = plan_tiling(image.width, image.height, layout.input_size, stride, max_windows)
+    windows = cut_windows(image, tiling)
+    pixels = normalize_arrays(list(windows), mean, std)
+    stats = patch_statistics(windows, layout.patch_size, tiling.boxes)
+    deviation, median = image_deviation(stats)
+    return PreparedImage(tiling=tiling, pixels=pixels, stats=stats, deviation=deviation,
+                         median=median)
+
+
+@torch.no_grad()
+def backbone_features(backbone: Backbone, items: Sequence[PreparedImage], *,
+                      max_windows_per_forward: int) -> List[ImageFeatures]:
+    """ONE backbone pass over the concatenated windows of all items, in micro-batches of at most
+    `max_windows_per_forward` windows; returns each item's ImageFeatures, in input order.
+
+    Raises:
+        ValueError: max_windows_per_forward < 1.
+        RuntimeError: the backbone returned an unexpected number of tokens.
+    """
+    if not items:
+        return []
+    layout = backbone.layout
+    pixels = torch.cat([item.pixels for item in items])
+    tokens = torch.cat([forward_tokens(backbone, chunk)
+                        for chunk in _chunks(pixels, max_windows_per_forward)])
+    out, start = [], 0
+    for item in items:
+        mine = tokens[start:start + item.num_windows]
+        start += item.num_windows
+        out.append(ImageFeatures(tiling=item.tiling,
+                                 patch_tokens=mine[:, layout.num_prefix_tokens:], cls=mine[:, 0],
+                                 stats=item.stats, deviation=item.deviation, median=item.median,
+                                 grid=layout.grid))
+    return out
+
+
+def _chunks(batch: torch.Tensor, size: int) -> List[torch.Tensor]:
+    """Split [B, ...] along dim 0 into consecutive chunks of at most `size` rows."""
+    if size < 1:
+        raise ValueError("max_windows_per_forward must be >= 1")
+    return list(torch.split(batch, size))
+
+
 def extract_features(backbone: Backbone, image: Image.Image, *, stride: int, max_windows: int,
                      batch_size: int = 16) -> ImageFeatures:
     """RGB PIL image -> frozen per-window tokens and residual statistics (see ImageFeatures)."""
-    layout = backbone.layout
-    tiling = plan_tiling(image.width, image.height, layout.input_size, stride, max_windows)
-    windows = cut_windows(image, tiling)
-    tokens = []
-    for chunk in micro_batches(windows, batch_size):
-        pixels = normalize_arrays(chunk, backbone.mean, backbone.std)
-        tokens.append(forward_tokens(backbone, pixels))
-    tokens_t = torch.cat(tokens)
-    stats = patch_statistics(windows, layout.patch_size, tiling.boxes)
-    deviation, median = image_deviation(stats)
-    return ImageFeatures(tiling=tiling, patch_tokens=tokens_t[:, layout.num_prefix_tokens:],
-                         cls=tokens_t[:, 0], stats=stats, deviation=deviation, median=median,
-                         grid=layout.grid)
+    prepared = prepare_image(image, backbone.layout, backbone.mean, backbone.std, stride=stride,
+                             max_windows=max_windows)
+    return backbone_features(backbone, [prepared], max_windows_per_forward=batch_size)[0]
 
 
 def neighbourhood(values: torch.Tensor, grid: int, size: int = CONTEXT) -> torch.Tensor:
@@ -98,7 +156,8 @@ def neighbourhood(values: torch.Tensor, grid: int, size: int = CONTEXT) -> torch
     local statistics than one 14x14 patch."""
     n, p, r = values.shape
     grid_values = values.permute(0, 2, 1).reshape(n, r, grid, grid)
-    pooled = F.avg_pool2d(grid_values, size, stride=1, padding=size // 2, count_include_pad=False)
+    pooled = functional.avg_pool2d(grid_values, size, stride=1, padding=size // 2,
+                                   count_include_pad=False)
     return pooled.reshape(n, r, p).permute(0, 2, 1)
 
 
@@ -163,38 +222,70 @@ def decide_mask(label: int, prob_map: torch.Tensor, threshold: float) -> np.ndar
     return mask.numpy().astype(np.uint8)
 
 
-class Detector:
-    """A backbone + heads pair with its window settings; `detect` runs one image."""
+def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
+    """Heads on frozen features -> Detection (patch probabilities, calibrated log-probs, label,
+    stitched probability map [H, W] at the original size, mask by the mask rule)."""
+    probs = patch_probabilities(heads, features)
+    vector = global_vector(features, probs, heads.config.pooling_threshold)
+    logprobs = calibrated_logprobs(heads, vector)
+    label = int(np.argmax(logprobs))
+    prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
+    mask = decide_mask(label, prob_map, heads.config.mask_threshold)
+    return Detection(logprobs=logprobs, label=label, prob_map=prob_map, mask=mask)
 
-    def __init__(self, backbone: Backbone, heads: Heads, *, stride: int, max_windows: int) -> None:
+
+class Detector:
+    """A backbone + heads pair with its window settings.
+
+    `prepare` (CPU, per image, thread-safe) then `detect_batch` (one backbone pass over the
+    windows of all prepared images, micro-batched by `max_windows_per_forward`); `detect` is
+    both for one image."""
+
+    def __init__(self, backbone: Backbone, heads: Heads, *, stride: int, max_windows: int,
+                 max_windows_per_forward: int = 16) -> None:
+        if max_windows_per_forward < 1:
+            raise ValueError("max_windows_per_forward must be >= 1")
         self.backbone = backbone
         self.heads = heads
         self.stride = stride
         self.max_windows = max_windows
+        self.max_windows_per_forward = max_windows_per_forward
+
+    def prepare(self, image: Image.Image) -> PreparedImage:
+        """RGB PIL image (W x H) -> PreparedImage (tiling, normalized windows, residual
+        statistics). CPU only, no backbone call; safe to call from several threads."""
+        return prepare_image(image, self.backbone.layout, self.backbone.mean, self.backbone.std,
+                             stride=self.stride, max_windows=self.max_windows)
+
+    def detect_batch(self, items: Sequence[PreparedImage]) -> List[Detection]:
+        """One backbone pass over the concatenated windows of all items (micro-batches of at most
+        `max_windows_per_forward` windows), then heads + mask per item; results in input order,
+        each with mask and prob_map of its own image's [H, W]."""
+        started = time.perf_counter()
+        features = backbone_features(self.backbone, items,
+                                     max_windows_per_forward=self.max_windows_per_forward)
+        detections = [detection_from_features(self.heads, f) for f in features]
+        for f, d in zip(features, detections, strict=True):
+            width, height = f.tiling.original_size
+            log.debug("detected %s on %dx%d image (%d windows)", LABELS[d.label], width, height,
+                      f.tiling.num_windows)
+        log.info("detected %d image(s), %d windows, in %.3fs", len(items),
+                 sum(item.num_windows for item in items), time.perf_counter() - started)
+        return detections
 
     def detect(self, image: Image.Image) -> Detection:
         """RGB PIL image (W x H) -> Detection with mask and prob_map of shape [H, W]."""
-        started = time.perf_counter()
-        features = extract_features(self.backbone, image, stride=self.stride,
-                                    max_windows=self.max_windows)
-        probs = patch_probabilities(self.heads, features)
-        threshold = self.heads.config.mask_threshold
-        vector = global_vector(features, probs, self.heads.config.pooling_threshold)
-        logprobs = calibrated_logprobs(self.heads, vector)
-        label = int(np.argmax(logprobs))
-        prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
-        mask = decide_mask(label, prob_map, threshold)
-        log.info("detected %s on %dx%d image (%d windows) in %.3fs", LABELS[label], image.width,
-                 image.height, features.tiling.num_windows, time.perf_counter() - started)
-        return Detection(logprobs=logprobs, label=label, prob_map=prob_map, mask=mask)
+        return self.detect_batch([self.prepare(image)])[0]
 
 
 def load_detector(heads_dir: Path, backbone_source: Optional[str], *, stride: int,
                   max_windows: int, model_id: str = "unknown", device: Optional[str] = None,
                   mean: Sequence[float] = IMAGENET_MEAN,
-                  std: Sequence[float] = IMAGENET_STD) -> Detector:
+                  std: Sequence[float] = IMAGENET_STD,
+                  max_windows_per_forward: int = 16) -> Detector:
     """Load the heads, then the backbone they name (or `backbone_source` when given), and check
-    that they fit.
+    that they fit. `max_windows_per_forward` caps the windows of one backbone call in
+    `Detector.detect_batch`.
 
     Raises:
         HeadsMismatchError: heads trained with different backbone weights / hidden / patch size.
@@ -217,4 +308,5 @@ def load_detector(heads_dir: Path, backbone_source: Optional[str], *, stride: in
     if expected and expected != fingerprint:
         raise HeadsMismatchError(f"heads were trained on backbone weights {expected}, the loaded "
                                  f"backbone {backbone.model_id!r} is {fingerprint}")
-    return Detector(backbone, heads, stride=stride, max_windows=max_windows)
+    return Detector(backbone, heads, stride=stride, max_windows=max_windows,
+                    max_windows_per_forward=max_windows_per_forward)
