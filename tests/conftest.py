@@ -63,6 +63,8 @@ def truss_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     """start(name, env_overrides) -> a running tools.local_server.LocalTruss for a manifest truss.
 
     The stand-in checkpoint is generated (or reused) first; servers stop at session end.
+    `VFM_ALLOW_PRIVATE_URLS=1` is a default (test images are served on loopback, which the SSRF
+    guard refuses otherwise); pass `env={"VFM_ALLOW_PRIVATE_URLS": "0"}` to test the guard.
     """
     import contextlib
 
@@ -73,7 +75,7 @@ def truss_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 
     def start(name: str, env: Dict[str, str] = None):  # type: ignore[assignment]
         entry = load_manifest()["trusses"][name]
-        full_env = {**prepare_standin(name), **(env or {})}
+        full_env = {"VFM_ALLOW_PRIVATE_URLS": "1", **prepare_standin(name), **(env or {})}
         work = tmp_path_factory.mktemp(f"truss-{name}")
         return stack.enter_context(serve(ROOT / entry["folder"], free_port(), full_env,
                                          work_dir=work))

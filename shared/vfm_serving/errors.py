@@ -112,3 +112,72 @@ class InternalError(ServingError):
     code = "internal_error"
     client_error = False
     http_status = 500
+
+
+# --- URL fetching (SSRF guard): which rule refused the URL --------------------------------------
+# Subclasses of InvalidUrl / FetchFailed, so code that maps the parent class (Derm's Google
+# descriptions) keeps working.
+
+
+class UrlSchemeNotAllowed(InvalidUrl):
+    """A URL (or a redirect target) whose scheme is not http or https."""
+
+    code = "url_scheme_not_allowed"
+
+
+class UrlCredentialsNotAllowed(InvalidUrl):
+    """A URL with a userinfo part (`user:pass@host`, `localhost@127.0.0.1`)."""
+
+    code = "url_credentials_not_allowed"
+
+
+class UrlPrivateAddress(InvalidUrl):
+    """The host is, or resolves to, a loopback/private/link-local/unique-local/multicast/reserved/
+    unspecified address (or an IPv4-mapped/6to4/NAT64 form of one), and private URLs are off."""
+
+    code = "url_private_address"
+
+
+class UrlHostNotFound(FetchFailed):
+    """The host name does not resolve (DNS failure)."""
+
+    code = "url_host_not_found"
+
+
+class TooManyRedirects(FetchFailed):
+    """More redirects than `max_redirects`."""
+
+    code = "too_many_redirects"
+
+
+class FetchTimeout(FetchFailed):
+    """The total download deadline (`fetch_timeout_s`: DNS, connect, redirects, body) passed."""
+
+    code = "fetch_timeout"
+
+
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def safe_text(value: object, limit: int = 200) -> str:
+    """`value` as a short, printable, always-UTF-8-encodable string for an error message.
+
+    Non-strings go through `repr`. Control characters, lone surrogates, line/paragraph separators
+    and bidi overrides become `\\xNN` / `\\uNNNN` escapes; the result is cut to about `limit`
+    characters (an ellipsis marks the cut). Never raises.
+    """
+    import unicodedata
+
+    text = value if isinstance(value, str) else repr(value)
+    cut = len(text) > limit
+    text = text[:limit]
+    out = []
+    for ch in text:
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out) + ("…" if cut else "")

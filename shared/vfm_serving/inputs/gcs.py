@@ -3,7 +3,10 @@
     GET {settings.gcs_endpoint}/download/storage/v1/b/{bucket}/o/{quote(object)}?alt=media
     Authorization: Bearer <token>          (omitted: anonymous, for public objects)
 
-The endpoint is a setting (`VFM_GCS_ENDPOINT`) so tests point it at an emulator on loopback.
+The endpoint is a setting (`VFM_GCS_ENDPOINT`) so tests point it at an emulator on loopback. The
+configured endpoint is trusted (exempt from the private-address rule, so a loopback emulator
+works); anything it redirects to is checked like a client's URL, and the token is not sent there.
+Same total deadline (`fetch_timeout_s`) and byte cap (`max_image_bytes`) as URL downloads.
 Tokens are sent, never logged, never put in an error message.
 """
 
@@ -68,14 +71,18 @@ def fetch_gcs(uri: object, bearer_token: Optional[str], settings: ServingSetting
 
     Raises:
         InvalidGcsUri: see `parse_gcs_uri`; InvalidRequest: see `auth_headers`.
-        FetchFailed: HTTP error (401/403/404...), timeout or connection failure.
+        FetchFailed (FetchTimeout, TooManyRedirects ...): HTTP error (401/403/404...), total
+            deadline passed, connection failure.
         ImageTooLarge: object larger than `settings.max_image_bytes`.
-        InvalidUrl: `settings.gcs_endpoint` is not an http(s) URL (a deploy mistake).
+        InvalidUrl: `settings.gcs_endpoint` is not an http(s) URL (a deploy mistake), or a
+            redirect to a URL the SSRF rules refuse (UrlPrivateAddress ...).
     """
     bucket, obj = parse_gcs_uri(uri)
     headers = auth_headers(bearer_token)
     data = fetch_url(download_url(bucket, obj, settings.gcs_endpoint),
                      max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
-                     headers=headers)
+                     headers=headers, allow_private=settings.allow_private_urls,
+                     max_redirects=settings.max_redirects,
+                     trusted_origins=(settings.gcs_endpoint,))
     log.info("gcs object: %d bytes (%s)", len(data), "token" if headers else "anonymous")
     return data
