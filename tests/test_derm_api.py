@@ -68,11 +68,13 @@ COMMON_ENV = {"VFM_MAX_IMAGES_PER_REQUEST": "12", "VFM_FETCH_TIMEOUT_S": "5",
 
 
 def start_derm(truss_server_factory, gcs, micro_batch: int):
-    """A derm server reading gs:// through the test front, with micro-batch cap `micro_batch`."""
+    """A derm server reading gs:// through the test front, with forward passes of at most
+    `micro_batch` images. The batcher waits up to 400 ms for a pass to fill, so the few images
+    of one test request (decoded in parallel within milliseconds) share passes predictably."""
     front, _ = gcs
     return truss_server_factory("derm", env={**COMMON_ENV, "VFM_GCS_ENDPOINT": front.url,
                                              "VFM_MAX_BATCH_SIZE": str(micro_batch),
-                                             "VFM_DEFAULT_BATCH_SIZE": str(micro_batch)})
+                                             "VFM_BATCH_MAX_WAIT_MS": "400"})
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +150,7 @@ def test_mixed_request_every_prediction_in_order(derm, gcs, images, reference):
     assert_error(predictions[11], C, "fetch_failed")
     meta = body["metadata"]
     assert (meta["instances"], meta["succeeded"], meta["failed"]) == (12, 4, 8)
-    assert meta["per_instance_fallbacks"] == 0  # bad bytes were caught before the model
+    assert meta["retried_alone"] == 0  # bad bytes were caught before the model
     # Tokens never leave the request: not in the response, not in the server log.
     assert tokens_in(response.text + derm.logs(), {GOOD_TOKEN, WRONG_TOKEN}) == set()
 
@@ -185,7 +187,7 @@ def test_identity_fields_say_stand_in(derm, images):
     assert body["modelDisplayName"].startswith("STAND-IN")
     assert body["modelVersionId"] == "stand-in"
     assert body["metadata"]["stand_in"] is True
-    assert body["metadata"]["micro_batch_size"] == 4
+    assert body["metadata"]["max_batch_size"] == 4
 
 
 def test_batched_and_per_instance_give_the_same_embeddings(derm, derm_single, images, reference):
@@ -197,9 +199,12 @@ def test_batched_and_per_instance_give_the_same_embeddings(derm, derm_single, im
         expected = reference.embed(images[name])
         assert_embedding(got_b, expected)
         assert_embedding(got_s, expected)
-    assert batched["metadata"]["model_calls"] == 2 and batched["metadata"]["batched_calls"] == 2
-    assert single["metadata"]["micro_batch_size"] == 1
-    assert single["metadata"]["model_calls"] == 6 and single["metadata"]["batched_calls"] == 0
+    # 6 images, at most 4 per pass: passes of 4 and 2; the single server: one per image.
+    assert batched["metadata"]["forward_passes"] == 2
+    assert batched["metadata"]["largest_forward_pass"] == 4
+    assert single["metadata"]["max_batch_size"] == 1
+    assert single["metadata"]["forward_passes"] == 6
+    assert single["metadata"]["largest_forward_pass"] == 1
 
 
 def test_poison_image_in_a_batch_falls_back_to_single_calls(derm, images, reference):
@@ -213,9 +218,10 @@ def test_poison_image_in_a_batch_falls_back_to_single_calls(derm, images, refere
         else:
             assert_embedding(prediction, reference.embed(images[name]))
     meta = body["metadata"]
-    # Batches [0..3] (fails -> 4 single calls) and [4]: 1 + 4 + 1 calls.
-    assert meta["per_instance_fallbacks"] == 1 and meta["fallback_calls"] == 4
-    assert meta["model_calls"] == 6 and (meta["succeeded"], meta["failed"]) == (4, 1)
+    # The pass of 4 holding the poison failed and was re-run one image at a time: its 3 good
+    # neighbours were retried alone and still got their own embeddings.
+    assert (meta["succeeded"], meta["failed"]) == (4, 1)
+    assert meta["forward_passes"] == 2 and meta["retried_alone"] == 3
 
 
 def test_instance_cap(derm, images):

@@ -21,6 +21,7 @@ from vfm_serving.errors import (
     TooManyImages,
 )
 from vfm_serving.inputs.gcs import auth_headers, download_url, parse_gcs_uri
+from vfm_serving.inputs.sources import BASE64, GCS, ImageSource, source_bytes
 from vfm_serving.settings import ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,31 +62,40 @@ def test_auth_headers():
         assert "a\nb" not in info.value.message
 
 
+def _api(**settings) -> api.VertexDermApi:
+    identity = api.VertexIdentity("d", "m", "v", "n", stand_in=True, max_batch_size=4)
+    return api.VertexDermApi(ServingSettings(**settings), identity)
+
+
 def test_instance_presence_semantics():
-    assert api.classify_instance({"input_bytes": "x", "bearer_token": "t"}) == \
-        api.Instance("input_bytes", "x")
-    gcs = api.classify_instance({"gcs_uri": "gs://b/a.png", "bearer_token": "secret-t"})
-    assert gcs.bearer_token == "secret-t" and "secret-t" not in repr(gcs)
-    with pytest.raises(ConflictingInputs):
-        api.classify_instance({"input_bytes": "x", "gcs_uri": None})  # null counts as present
-    for raw in ({}, {"extensions": {}}, {"bearer_token": "t"}, "abc", None, [1]):
-        with pytest.raises(MissingImage):
-            api.classify_instance(raw)
+    sources = _api().parse({"instances": [
+        {"input_bytes": "x", "bearer_token": "t"},
+        {"gcs_uri": "gs://b/a.png", "bearer_token": "secret-t"},
+        {"input_bytes": "x", "gcs_uri": None},  # null counts as present
+        {}, {"extensions": {}}, {"bearer_token": "t"}, "abc", None, [1]]}).items
+    assert sources[0] == ImageSource(BASE64, "x") and sources[0].bearer_token is None
+    assert sources[1].kind == GCS and sources[1].bearer_token == "secret-t"
+    assert "secret-t" not in repr(sources[1])
+    assert isinstance(sources[2], ConflictingInputs)
+    assert all(isinstance(s, MissingImage) for s in sources[3:])
 
 
 def test_null_gcs_uri_is_a_retrieval_error():
-    prepared = api.prepare_instance({"gcs_uri": None}, ServingSettings())
-    assert isinstance(prepared, InvalidGcsUri)
+    source = _api().parse({"instances": [{"gcs_uri": None}]}).items[0]
+    with pytest.raises(InvalidGcsUri):
+        source_bytes(source, ServingSettings())
 
 
 def test_parse_instances():
-    settings = ServingSettings(max_images_per_request=2)
-    assert api.parse_instances({"instances": [{}, 1], "parameters": {}}, settings) == [{}, 1]
-    for body in ([], "x", None, {}, {"instances": None}, {"instances": {}}, {"instances": []}):
+    parsed = _api(max_images_per_request=2).parse({"instances": [{}, 1], "parameters": {}})
+    assert len(parsed.items) == 2 and not parsed.fail_fast
+    for body in ([], "x", None, {}, {"instances": None}, {"instances": {}}, {"instances": []},
+                 {"instances": [{}], "parameters": 3},
+                 {"instances": [{}], "parameters": {"encoding_format": "hex"}}):
         with pytest.raises(InvalidRequest):
-            api.parse_instances(body, settings)
+            _api(max_images_per_request=2).parse(body)
     with pytest.raises(TooManyImages):
-        api.parse_instances({"instances": [{}, {}, {}]}, settings)
+        _api(max_images_per_request=2).parse({"instances": [{}, {}, {}]})
 
 
 @pytest.mark.parametrize("error,description", [

@@ -15,13 +15,18 @@ from vfm_serving.settings import ServingSettings
 
 
 def test_settings_from_env_overrides_defaults_and_validates():
-    s = ServingSettings.from_env({"VFM_MAX_BATCH_SIZE": "16", "VFM_FETCH_TIMEOUT_S": "2.5"},
-                                 default_batch_size=4)
-    assert (s.max_batch_size, s.fetch_timeout_s, s.default_batch_size) == (16, 2.5, 4)
+    s = ServingSettings.from_env({"VFM_MAX_BATCH_SIZE": "16", "VFM_FETCH_TIMEOUT_S": "2.5",
+                                  "VFM_ALLOW_PRIVATE_URLS": "yes"}, max_images_per_request=4)
+    assert (s.max_batch_size, s.fetch_timeout_s, s.max_images_per_request) == (16, 2.5, 4)
+    assert s.allow_private_urls is True and s.reduced_decode is True
     with pytest.raises(ValueError, match="VFM_MAX_BATCH_SIZE"):
         ServingSettings.from_env({"VFM_MAX_BATCH_SIZE": "lots"})
-    with pytest.raises(ValueError, match="default_batch_size"):
-        ServingSettings.from_env({"VFM_MAX_BATCH_SIZE": "2", "VFM_DEFAULT_BATCH_SIZE": "3"})
+    with pytest.raises(ValueError, match="VFM_REDUCED_DECODE"):
+        ServingSettings.from_env({"VFM_REDUCED_DECODE": "maybe"})
+    with pytest.raises(ValueError, match="precision"):
+        ServingSettings.from_env({"VFM_PRECISION": "int8"})
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ServingSettings.from_env({"VFM_MAX_BATCH_SIZE": "0"})
 
 
 @pytest.mark.parametrize("n,size", [(0, 3), (1, 3), (20, 4), (21, 4), (5, 10)])

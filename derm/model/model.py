@@ -1,94 +1,48 @@
-"""Google Derm Foundation Truss: Vertex-compatible API, per-instance errors, batched SavedModel.
+"""Google Derm Foundation Truss: where the SavedModel comes from, the Vertex API, the HTTP edge.
 
-preprocess (no concurrency limit): validate the request (400 on a malformed one), then per
-    instance: source check, base64 decode or GCS download, PIL decode check -> bytes | error
-predict (predict_concurrency):     micro-batched SavedModel calls with per-instance fallback ->
-    {"predictions": [...], "deployedModelId", "model", "modelVersionId", "modelDisplayName",
-     "metadata"}
+Everything else (body parsing, per-instance fetch and decode, dynamic batching, graph calls with
+per-instance fallback, encoding, errors) is the shared pipeline: vfm_serving.serving.
 """
 
-import dataclasses
-import logging
 import os
-import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
-from vfm_serving.apis import vertex_derm as api
-from vfm_serving.errors import ServingError
+from vfm_serving.apis.vertex_derm import VertexDermApi, VertexIdentity
+from vfm_serving.serving import ServingPipeline
 from vfm_serving.settings import ServingSettings
-from vfm_serving.tf_savedmodel.derm import CallStats, DermSavedModel, embed_with_fallback, load_derm
-
-log = logging.getLogger(__name__)
-
-
-def error_response(err: ServingError) -> JSONResponse:
-    """Map a typed error to HTTP: client mistakes -> 400, the rest -> 500; body carries the code."""
-    return JSONResponse(status_code=400 if err.client_error else 500,
-                        content={"error": err.to_dict()})
-
-
-@dataclasses.dataclass
-class Prepared:
-    """preprocess -> predict: per instance, the image bytes or its error; preprocess seconds."""
-
-    items: List[api.Prepared]
-    seconds: float
+from vfm_serving.tf_savedmodel.derm import DermRunner, DermSavedModel, load_derm
 
 
 class Model:
     def __init__(self, config: Dict[str, Any], **kwargs: Any) -> None:
         self._meta = config["model_metadata"]
-        self._settings = ServingSettings.from_env()
-        self._model: Optional[DermSavedModel] = None
-        self._identity: Optional[api.VertexIdentity] = None
+        self._pipeline: Optional[ServingPipeline] = None
 
     def load(self) -> None:
         """Load DERM_SAVEDMODEL_DIR if set, else the pre-cached weights; probe batching."""
+        settings = ServingSettings.from_env()
         directory = os.environ.get("DERM_SAVEDMODEL_DIR", "").strip() or self._meta["weights_dir"]
-        self._model = load_derm(directory, model_id=self._meta["hf_model_id"],
-                                max_batch=self._settings.max_batch_size)
-        self._identity = self._vertex_identity(self._model)
+        model = load_derm(directory, model_id=self._meta["hf_model_id"],
+                          max_batch_size=settings.max_batch_size)
+        api = VertexDermApi(settings, self._vertex_identity(model))
+        self._pipeline = ServingPipeline("derm", api, DermRunner(model, settings), settings)
+        self._pipeline.record_golden()
 
-    def _vertex_identity(self, model: DermSavedModel) -> api.VertexIdentity:
+    def _vertex_identity(self, model: DermSavedModel) -> VertexIdentity:
         """The response's model fields; a stand-in says so in `model` and `modelDisplayName`."""
         deployed = os.environ.get("DERM_DEPLOYED_MODEL_ID", "").strip() \
             or self._meta["deployed_model_id"]
-        if model.is_standin:
-            return api.VertexIdentity(deployed, model.model_id, "stand-in",
-                                      f"STAND-IN for {self._meta['model_display_name']}")
-        return api.VertexIdentity(deployed, model.model_id, str(self._meta["hf_revision"]),
-                                  self._meta["model_display_name"])
+        name = self._meta["model_display_name"]
+        version = "stand-in" if model.is_standin else str(self._meta["hf_revision"])
+        display = f"STAND-IN for {name}" if model.is_standin else name
+        return VertexIdentity(deployed, model.model_id, version, display, model.is_standin,
+                              model.max_batch_size)
 
-    def preprocess(self, body: Any) -> Any:
-        """Malformed request -> 400 JSONResponse; else every instance's bytes or error."""
-        started = time.perf_counter()
-        try:
-            instances = api.parse_instances(body, self._settings)
-        except ServingError as err:
-            log.info("rejected request: %s", err.code)
-            return error_response(err)
-        items = api.prepare_instances(instances, self._settings)
-        return Prepared(items=items, seconds=time.perf_counter() - started)
+    async def predict(self, request: Request) -> Response:
+        return await self._pipeline.handle(request)  # type: ignore[union-attr]
 
-    def predict(self, prepared: Any) -> Any:
-        """Embed the valid instances (micro-batched, with fallback); shape the Vertex response."""
-        if isinstance(prepared, JSONResponse):
-            return prepared
-        model, started = self._model, time.perf_counter()
-        valid = [i for i, item in enumerate(prepared.items) if isinstance(item, bytes)]
-        stats = CallStats()
-        embedded = embed_with_fallback(model, [prepared.items[i] for i in valid], stats)
-        results: List[Any] = list(prepared.items)
-        for index, result in zip(valid, embedded):
-            results[index] = result
-        failed = sum(isinstance(r, ServingError) for r in results)
-        metadata = {"stand_in": model.is_standin, "instances": len(results),
-                    "succeeded": len(results) - failed, "failed": failed,
-                    "micro_batch_size": model.max_batch, **dataclasses.asdict(stats),
-                    "preprocess_seconds": round(prepared.seconds, 4),
-                    "model_seconds": round(time.perf_counter() - started, 4)}
-        log.info("request: %d instances, %d failed, %d model calls (%d fallbacks)",
-                 len(results), failed, stats.model_calls, stats.per_instance_fallbacks)
-        return api.build_response(results, self._identity, metadata)
+    def is_healthy(self) -> bool:
+        return self._pipeline is not None and self._pipeline.healthy()

@@ -1,18 +1,31 @@
-"""Micro-batching: split an ordered list into consecutive chunks. Never drops, never pads."""
+"""Batching: the per-request batch-size cap, fixed micro-batches, and the dynamic batcher that
+merges items of concurrent requests into one forward pass. Nothing is ever dropped or padded."""
 
-from typing import Iterator, List, Sequence, TypeVar
+import collections
+import concurrent.futures
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, TypeVar
 
-from vfm_serving.errors import InvalidBatchSize
+from vfm_serving import metrics
+from vfm_serving.errors import InvalidBatchSize, ModelError, ServingError
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# forward(items) -> one result per item, in order; a result may be a ServingError for that item.
+ForwardFn = Callable[[List[Any]], List[Any]]
 
 
 def resolve_batch_size(requested: object, *, default: int, maximum: int) -> int:
-    """Micro-batch size to use for a request.
+    """Batch-size cap for a request's items.
 
     Args:
         requested: the client's `batch_size` (None -> `default`); must be an int >= 1.
-        default: size used when the client names none.
+        default: cap used when the client names none.
         maximum: cap from settings; a larger request is lowered to it.
 
     Raises:
@@ -33,3 +46,140 @@ def micro_batches(items: Sequence[T], size: int) -> Iterator[List[T]]:
         raise ValueError("micro-batch size must be >= 1")
     for start in range(0, len(items), size):
         yield list(items[start:start + size])
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchInfo:
+    """Which forward pass carried an item: its id (unique per batcher) and its size."""
+
+    batch_id: int
+    size: int
+
+
+@dataclasses.dataclass
+class _Pending:
+    item: Any
+    cap: int
+    future: "concurrent.futures.Future[Any]"
+    enqueued: float
+
+
+class DynamicBatcher:
+    """One worker thread that owns the model: it takes queued items (from any request), waits at
+    most `max_wait_s` after the oldest one for the batch to fill, and runs one forward pass.
+
+    Each item carries a cap (its request's batch size): a forward pass never holds more items
+    than the smallest cap among them, nor more than `max_batch_size`. Items are taken in arrival
+    order; an item that does not fit the current pass waits for the next one.
+
+    A forward that raises fails no item outright: a multi-item pass is retried one item at a
+    time, and an item failing alone gets a ModelError. Futures resolve to (result, BatchInfo).
+    """
+
+    def __init__(self, forward: ForwardFn, *, max_batch_size: int, max_wait_s: float,
+                 name: str) -> None:
+        if max_batch_size < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
+        self._forward = forward
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.name = name
+        self._queue: Deque[_Pending] = collections.deque()
+        self._cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Any, cap: Optional[int] = None) -> "concurrent.futures.Future[Any]":
+        """Queue one item; the future resolves to (forward result, BatchInfo).
+
+        Raises:
+            RuntimeError: the batcher is closed.
+        """
+        future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        cap = self.max_batch_size if cap is None else max(1, min(cap, self.max_batch_size))
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            self._queue.append(_Pending(item, cap, future, time.monotonic()))
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        """Stop the worker after the queued items are done."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._execute(batch)
+
+    def _next_batch(self) -> Optional[List[_Pending]]:
+        """Block for the next batch (arrival order, caps respected); None once closed and empty."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            deadline = self._queue[0].enqueued + self.max_wait_s
+            while True:
+                chosen, limit = _select(self._queue, self.max_batch_size)
+                remaining = deadline - time.monotonic()
+                if len(chosen) >= limit or remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            for pending in chosen:
+                self._queue.remove(pending)
+            return chosen
+
+    def _execute(self, batch: List[_Pending]) -> None:
+        """Run one forward pass and resolve every future of the batch (never raises)."""
+        info = BatchInfo(next(self._ids), len(batch))
+        now = time.monotonic()
+        for pending in batch:
+            metrics.QUEUE_WAIT.labels(self.name).observe(now - pending.enqueued)
+        metrics.FORWARD_BATCH_SIZE.labels(self.name).observe(len(batch))
+        with metrics.stage_timer(self.name, "forward"):
+            results = self._forward_with_fallback([p.item for p in batch])
+        for pending, result in zip(batch, results):
+            if not pending.future.cancelled():
+                pending.future.set_result((result, info))
+
+    def _forward_with_fallback(self, items: List[Any]) -> List[Any]:
+        """forward(items), or one item at a time when the pass raises; ModelError for a culprit."""
+        try:
+            results = self._forward(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"forward returned {len(results)} results for {len(items)}")
+            return results
+        except Exception as exc:  # noqa: BLE001 - a failed pass must not fail its neighbours
+            log.exception("%s: forward pass of %d items failed", self.name, len(items))
+            if len(items) == 1:
+                return [ModelError(f"the model could not process this image "
+                                   f"({type(exc).__name__})")]
+        return [self._forward_with_fallback([item])[0] for item in items]
+
+
+def _select(queue: Deque[_Pending], max_batch_size: int) -> "tuple[List[_Pending], int]":
+    """Items for the next pass in arrival order, and the size limit their caps allow."""
+    chosen: List[_Pending] = []
+    limit = max_batch_size
+    for pending in queue:
+        new_limit = min(limit, pending.cap)
+        if len(chosen) + 1 <= new_limit:
+            chosen.append(pending)
+            limit = new_limit
+            if len(chosen) >= limit:
+                break
+    return chosen, limit
+
+
+def is_error(result: Any) -> bool:
+    """True when a forward result is an item's ServingError."""
+    return isinstance(result, ServingError)

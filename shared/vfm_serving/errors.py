@@ -181,3 +181,50 @@ def safe_text(value: object, limit: int = 200) -> str:
         else:
             out.append(ch)
     return "".join(out) + ("…" if cut else "")
+
+
+class RequestTooLarge(InvalidRequest):
+    """The request body is longer than `max_request_bytes`."""
+
+    code = "request_too_large"
+    http_status = 413
+
+
+# --- request bodies (vfm_serving.http.body) -----------------------------------------------------
+
+
+class UnsupportedContentType(InvalidRequest):
+    """A Content-Type that is neither JSON nor msgpack (or JSON in a charset other than UTF-8)."""
+
+    code = "unsupported_content_type"
+    http_status = 415
+
+
+class InvalidJson(InvalidRequest):
+    """The body is not valid JSON (syntax, empty body, NaN/Infinity)."""
+
+    code = "invalid_json"
+
+
+class InvalidUtf8(InvalidRequest):
+    """The body (or a msgpack string) is not valid UTF-8, or a string holds a lone surrogate."""
+
+    code = "invalid_utf8"
+
+
+class JsonTooDeep(InvalidRequest):
+    """Arrays/objects nested deeper than `max_json_depth`."""
+
+    code = "json_too_deep"
+
+
+class NumberTooLarge(InvalidRequest):
+    """A number literal longer than the digit cap, or one that overflows a double."""
+
+    code = "number_too_large"
+
+
+class InvalidMsgpack(InvalidRequest):
+    """A msgpack body that does not decode, uses extension types, or has non-string map keys."""
+
+    code = "invalid_msgpack"

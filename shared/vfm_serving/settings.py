@@ -19,10 +19,9 @@ class ServingSettings:
 
     Attributes:
         max_images_per_request: most images one request may carry; more -> `too_many_images`.
-        max_batch_size: largest micro-batch the forward pass runs; a requested `batch_size` above it
-            is lowered to it (reported in the response, never an error, never dropping images).
-        default_batch_size: micro-batch size when the request names none (Midnight's
-            `optimal_batch_size`).
+        max_batch_size: most items one forward pass may hold (merged across requests); the
+            device may lower it (Midnight's `optimal_batch_size`, computed from free memory). A
+            requested `batch_size` above it is lowered to it (reported, never an error).
         max_image_bytes: largest encoded image accepted, from any source (after base64 decoding).
         max_image_pixels: largest decoded width*height; guards against decompression bombs.
         min_image_side: smallest accepted width or height in pixels.
@@ -42,6 +41,8 @@ class ServingSettings:
             float16 | bfloat16.
         batch_max_wait_ms: how long the dynamic batcher waits for more items (from any request)
             once it has one, before running a forward pass that is not full.
+        health_recheck_s: the readiness probe repeats the golden inference at most this often
+            (seconds); in between it reports the last result.
         gcs_endpoint: base URL of the GCS JSON API (an emulator in tests).
         safe_window_stride: SAFE detector: stride in pixels between the backbone-sized windows
             that tile an image (window = backbone input size, 224); smaller = more overlap.
@@ -51,7 +52,6 @@ class ServingSettings:
 
     max_images_per_request: int = 64
     max_batch_size: int = 32
-    default_batch_size: int = 8
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     min_image_side: int = 1
@@ -65,6 +65,7 @@ class ServingSettings:
     reduced_decode: bool = True
     precision: str = "auto"
     batch_max_wait_ms: float = 5.0
+    health_recheck_s: float = 10.0
     gcs_endpoint: str = "https://storage.googleapis.com"
     safe_window_stride: int = 168
     safe_max_windows: int = 16
@@ -98,9 +99,7 @@ class ServingSettings:
 
     def validate(self) -> None:
         """Raise ValueError when the settings contradict each other."""
-        if not 1 <= self.default_batch_size <= self.max_batch_size:
-            raise ValueError("default_batch_size must be in [1, max_batch_size]")
-        for name in ("max_images_per_request", "max_image_bytes", "max_image_pixels",
+        for name in ("max_images_per_request", "max_batch_size", "max_image_bytes", "max_image_pixels",
                      "min_image_side", "fetch_concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -1,37 +1,38 @@
 """The Derm Foundation API in Vertex AI's shape (Google-Health/derm-foundation serving), per instance.
 
 Request:  {"instances": [{"input_bytes": <base64>} | {"gcs_uri": "gs://b/o.png",
-           "bearer_token": <optional>}, ...]}            ("extensions", "parameters" ignored)
-Response: {"predictions": [{"embedding": [6144 floats]} | {"error": {"description", "code"}}],
+           "bearer_token": <optional>}, ...],
+           "parameters": {"encoding_format": "float" | "base64",
+                          "embedding_dtype": "float32" | "float16"}}   (optional; "extensions" and
+                          other parameters ignored)
+Response: {"predictions": [{"embedding": [6144 floats] | "<base64>"} |
+                           {"error": {"description", "code"}}],
            "deployedModelId", "model", "modelVersionId", "modelDisplayName", "metadata"}
 
-Request-level mistakes raise (-> HTTP 400). Per-instance mistakes never raise past
-`prepare_instances`: they become that instance's error, the others go on. `description` is Google's
-client-facing wording (A-E in the facts doc); `code` is our stable machine-readable code.
+Request-level mistakes raise (-> HTTP 400). Per-instance mistakes never raise: they become that
+instance's error, the others go on. `description` is Google's client-facing wording (A-E in the
+facts doc); `code` is our stable machine-readable code.
 """
 
 import dataclasses
-import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Union
 
 import numpy as np
 
-from vfm_serving.errors import (ConflictingInputs, ImageTooLarge, InternalError, InvalidBase64,
-                                InvalidGcsUri, InvalidRequest, InvalidUrl, FetchFailed,
-                                MissingImage, ServingError, TooManyImages)
-from vfm_serving.inputs.base64_data import decode_base64
-from vfm_serving.inputs.gcs import fetch_gcs
-from vfm_serving.inputs.images import decode_rgb
+from vfm_serving.apis.encoding import OutputEncoding, parse_output_encoding
+from vfm_serving.errors import (ConflictingInputs, FetchFailed, ImageTooLarge, InvalidBase64,
+                                InvalidGcsUri, InvalidRequest, InvalidUrl, MissingImage,
+                                ServingError, TooManyImages)
+from vfm_serving.inputs.sources import BASE64, GCS, ImageSource
+from vfm_serving.outputs.arrays import encode_items
+from vfm_serving.serving import ItemResult, ParsedRequest
 from vfm_serving.settings import ServingSettings
-
-log = logging.getLogger(__name__)
 
 INSTANCES = "instances"
 INPUT_BYTES = "input_bytes"
 GCS_URI = "gcs_uri"
 BEARER_TOKEN = "bearer_token"
+PARAMETERS = "parameters"
 
 _PREFIX = "Failed to get prediction for instance. Reason: "
 DESCRIPTION_CONFLICT = (_PREFIX + "Request has more than one image input. Must specify either "
@@ -54,108 +55,94 @@ _DESCRIPTIONS = (
     (InvalidRequest, DESCRIPTION_RETRIEVE),
 )
 
-Prepared = Union[bytes, ServingError]
-
 
 @dataclasses.dataclass(frozen=True)
 class VertexIdentity:
-    """The four model fields Vertex adds to every response."""
+    """The four model fields Vertex adds to every response, and whether it is a stand-in."""
 
     deployed_model_id: str
     model: str
     model_version_id: str
     model_display_name: str
+    stand_in: bool
+    max_batch_size: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Instance:
-    """One instance's image source. `bearer_token` is excluded from repr (never logged)."""
+class VertexDermApi:
+    """Parses Vertex `instances` requests and shapes `predictions` responses."""
 
-    kind: str  # INPUT_BYTES or GCS_URI
-    value: Any
-    bearer_token: Optional[str] = dataclasses.field(default=None, repr=False)
+    def __init__(self, settings: ServingSettings, identity: VertexIdentity) -> None:
+        self.settings = settings
+        self.identity = identity
+
+    def parse(self, body: Any) -> ParsedRequest:
+        """Request-level checks, then one source (or error) per instance.
+
+        Raises:
+            InvalidRequest: body not a JSON object, `instances` missing, not a list, or empty
+                (Google answers 200 with no predictions for []; we answer 400, see
+                derm/README.md), `parameters` not an object or a bad encoding choice.
+            TooManyImages: more than `settings.max_images_per_request` instances.
+        """
+        if not isinstance(body, dict):
+            raise InvalidRequest("request body must be a JSON object with an `instances` list")
+        if INSTANCES not in body:
+            raise InvalidRequest("request body has no `instances` field")
+        instances = body[INSTANCES]
+        if not isinstance(instances, list):
+            raise InvalidRequest("`instances` must be a list")
+        if not instances:
+            raise InvalidRequest("`instances` is empty: send at least one instance")
+        if len(instances) > self.settings.max_images_per_request:
+            raise TooManyImages(f"{len(instances)} instances in one request; the limit is "
+                                f"{self.settings.max_images_per_request}")
+        parameters = body.get(PARAMETERS) or {}
+        if not isinstance(parameters, dict):
+            raise InvalidRequest("`parameters` must be an object")
+        items = [_instance_source(raw) for raw in instances]
+        return ParsedRequest(items=items, batch_cap=None, fail_fast=False,
+                             options=parse_output_encoding(parameters))
+
+    def respond(self, request: ParsedRequest, results: List[ItemResult]) -> Dict[str, Any]:
+        """The Vertex response: one prediction per instance, in request order."""
+        encoding: OutputEncoding = request.options
+        predictions = [error_prediction(r.value) if r.failed
+                       else embedding_prediction(r.value.embedding, encoding) for r in results]
+        batches = {r.batch.batch_id: r.batch.size for r in results if r.batch is not None}
+        failed = sum(r.failed for r in results)
+        identity = self.identity
+        return {
+            "predictions": predictions,
+            "deployedModelId": identity.deployed_model_id,
+            "model": identity.model,
+            "modelVersionId": identity.model_version_id,
+            "modelDisplayName": identity.model_display_name,
+            "metadata": {
+                "stand_in": identity.stand_in, "instances": len(results),
+                "succeeded": len(results) - failed, "failed": failed,
+                "max_batch_size": identity.max_batch_size,
+                "forward_passes": len(batches),
+                "largest_forward_pass": max(batches.values(), default=0),
+                "retried_alone": sum(not r.failed and r.value.retried_alone for r in results),
+                "encoding_format": encoding.encoding_format,
+                "embedding_dtype": encoding.embedding_dtype,
+            },
+        }
 
 
-def parse_instances(body: Any, settings: ServingSettings) -> List[Any]:
-    """The request's `instances` list, unchecked inside (that is per instance).
-
-    Raises:
-        InvalidRequest: body not a JSON object, `instances` missing, not a list, or empty
-            (Google answers 200 with no predictions for []; we answer 400, see derm/README.md).
-        TooManyImages: more than `settings.max_images_per_request` instances.
-    """
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object with an `instances` list")
-    if INSTANCES not in body:
-        raise InvalidRequest("request body has no `instances` field")
-    instances = body[INSTANCES]
-    if not isinstance(instances, list):
-        raise InvalidRequest("`instances` must be a list")
-    if not instances:
-        raise InvalidRequest("`instances` is empty: send at least one instance")
-    if len(instances) > settings.max_images_per_request:
-        raise TooManyImages(f"{len(instances)} instances in one request; the limit is "
-                            f"{settings.max_images_per_request}")
-    return instances
-
-
-
-def classify_instance(raw: Any) -> Instance:
-    """Which source an instance names. Keys count by presence (`"gcs_uri": null` is present).
-
-    Raises:
-        ConflictingInputs: both `input_bytes` and `gcs_uri` (Google's A).
-        MissingImage: neither, or the instance is not a JSON object (Google's B).
-    """
+def _instance_source(raw: Any) -> Union[ImageSource, ServingError]:
+    """Which source an instance names, or its error. Keys count by presence
+    (`"gcs_uri": null` is present): both -> ConflictingInputs (Google's A); neither, or not an
+    object -> MissingImage (Google's B). `bearer_token` is ignored with `input_bytes`."""
     if not isinstance(raw, dict):
-        raise MissingImage("instance is not a JSON object with `input_bytes` or `gcs_uri`")
+        return MissingImage("instance is not a JSON object with `input_bytes` or `gcs_uri`")
     if INPUT_BYTES in raw and GCS_URI in raw:
-        raise ConflictingInputs("instance has both `input_bytes` and `gcs_uri`")
+        return ConflictingInputs("instance has both `input_bytes` and `gcs_uri`")
     if INPUT_BYTES in raw:
-        return Instance(INPUT_BYTES, raw[INPUT_BYTES])  # bearer_token ignored, like Google
+        return ImageSource(BASE64, raw[INPUT_BYTES])
     if GCS_URI in raw:
-        return Instance(GCS_URI, raw[GCS_URI], raw.get(BEARER_TOKEN))
-    raise MissingImage("instance has neither `input_bytes` nor `gcs_uri`")
-
-
-def instance_bytes(instance: Instance, settings: ServingSettings) -> bytes:
-    """The encoded image bytes of one instance (base64-decoded or downloaded), unchanged.
-
-    Raises:
-        InvalidBase64, InvalidGcsUri, InvalidRequest (bad bearer_token), FetchFailed,
-        ImageTooLarge.
-    """
-    if instance.kind == INPUT_BYTES:
-        return decode_base64(instance.value, settings.max_image_bytes)
-    return fetch_gcs(instance.value, instance.bearer_token, settings)
-
-
-def prepare_instance(raw: Any, settings: ServingSettings) -> Prepared:
-    """Bytes ready for the model, or the ServingError that instance gets. Never raises.
-
-    The bytes are checked with a full PIL decode (pixel limit included) but returned as sent.
-    """
-    try:
-        data = instance_bytes(classify_instance(raw), settings)
-        decode_rgb(data, settings)
-        return data
-    except ServingError as err:
-        return err
-    except Exception as exc:  # noqa: BLE001 - one instance's bug must not fail the request
-        log.exception("unexpected error preparing an instance")
-        return InternalError(f"unexpected {type(exc).__name__} while preparing the instance")
-
-
-def prepare_instances(instances: Sequence[Any], settings: ServingSettings) -> List[Prepared]:
-    """`prepare_instance` for each, `fetch_concurrency` at a time; results in request order."""
-    started = time.perf_counter()
-    workers = max(1, min(settings.fetch_concurrency, len(instances)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="derm-prep") as pool:
-        prepared = list(pool.map(lambda raw: prepare_instance(raw, settings), instances))
-    failed = [p.code for p in prepared if isinstance(p, ServingError)]
-    log.info("prepared %d instances in %.3fs (%d rejected: %s)", len(prepared),
-             time.perf_counter() - started, len(failed), ", ".join(sorted(set(failed))) or "-")
-    return prepared
+        return ImageSource(GCS, raw[GCS_URI], bearer_token=raw.get(BEARER_TOKEN))
+    return MissingImage("instance has neither `input_bytes` nor `gcs_uri`")
 
 
 def error_prediction(err: ServingError) -> Dict[str, Any]:
@@ -165,21 +152,8 @@ def error_prediction(err: ServingError) -> Dict[str, Any]:
     return {"error": {"description": description, "code": err.code}}
 
 
-def embedding_prediction(embedding: np.ndarray) -> Dict[str, Any]:
-    """{"embedding": [floats]}; float32 values widen exactly to JSON doubles."""
-    return {"embedding": np.asarray(embedding, dtype=np.float32).tolist()}
-
-
-def build_response(results: Sequence[Union[np.ndarray, ServingError]], identity: VertexIdentity,
-                   metadata: Mapping[str, Any]) -> Dict[str, Any]:
-    """The Vertex response: one prediction per instance, in request order."""
-    predictions = [error_prediction(r) if isinstance(r, ServingError) else embedding_prediction(r)
-                   for r in results]
-    return {
-        "predictions": predictions,
-        "deployedModelId": identity.deployed_model_id,
-        "model": identity.model,
-        "modelVersionId": identity.model_version_id,
-        "modelDisplayName": identity.model_display_name,
-        "metadata": dict(metadata),
-    }
+def embedding_prediction(embedding: np.ndarray, encoding: OutputEncoding) -> Dict[str, Any]:
+    """{"embedding": [floats] | "<base64>"} for one instance (float32 values by default)."""
+    encoded = encode_items(np.asarray(embedding)[None], encoding.encoding_format,
+                           encoding.embedding_dtype)[0]
+    return {"embedding": encoded}

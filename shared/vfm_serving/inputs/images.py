@@ -43,7 +43,8 @@ def open_image(data: bytes, settings: ServingSettings) -> Image.Image:
 
 def decode_rgb(data: bytes, settings: ServingSettings, *,
                expected_format: Optional[str] = None,
-               apply_exif_orientation: bool = True) -> Image.Image:
+               apply_exif_orientation: bool = True,
+               reduce_for: Optional[int] = None) -> Image.Image:
     """Decode `data` fully into an RGB image, by default with its EXIF orientation applied.
 
     Args:

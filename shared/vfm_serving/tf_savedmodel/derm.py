@@ -3,8 +3,10 @@
 Signature `serving_default`: `inputs` string [N] of serialized `tf.train.Example` (one feature,
 `image/encoded` = the image bytes, unchanged) -> `embedding` float32 [N, 6144].
 
-A batch that fails (one undecodable image fails the whole graph call) is retried one instance at
-a time, so only the culprit gets an error.
+`DermRunner` is the pipeline's runner (vfm_serving.serving.Runner): `prepare` checks an image
+with a Pillow decode and keeps its bytes unchanged (the graph decodes them itself); `forward` makes
+one graph call per pass. A pass that fails (one undecodable image fails the whole graph call) is
+retried one instance at a time, so only the culprit gets an error.
 """
 
 import dataclasses
@@ -15,8 +17,10 @@ from typing import Any, List, Sequence, Union
 
 import numpy as np
 
-from vfm_serving.batching import micro_batches
+from vfm_serving import metrics
 from vfm_serving.errors import ModelError
+from vfm_serving.inputs.images import decode_rgb
+from vfm_serving.settings import ServingSettings
 from vfm_serving.standin import standin_model_id
 
 log = logging.getLogger(__name__)
@@ -25,36 +29,30 @@ INPUT_KEY = "inputs"
 OUTPUT_KEY = "embedding"
 IMAGE_FEATURE = "image/encoded"
 EMBEDDING_DIM = 6144
+MODEL_INPUT_SIZE = 448  # the model card's input side; the graph resizes other sizes
 
 
-@dataclasses.dataclass
-class CallStats:
-    """Counters of one request's model calls (reported in the response `metadata`).
+@dataclasses.dataclass(frozen=True)
+class DermEmbedding:
+    """One instance's embedding float32 [EMBEDDING_DIM] and whether its pass had failed, so it
+    was re-run alone."""
 
-    model_calls: every graph call; batched_calls: those with more than one image;
-    per_instance_fallbacks: failed multi-image batches retried one image at a time;
-    fallback_calls: the single-image calls those retries made.
-    """
-
-    model_calls: int = 0
-    batched_calls: int = 0
-    per_instance_fallbacks: int = 0
-    fallback_calls: int = 0
+    embedding: np.ndarray
+    retried_alone: bool
 
 
 @dataclasses.dataclass
 class DermSavedModel:
     """A loaded SavedModel signature with what the server reports about it.
 
-    `max_batch` is 1 when the load-time probe showed the model rejects N > 1.
+    `max_batch_size` is 1 when the load-time probe showed the model rejects N > 1.
     """
 
     signature: Any
     module: Any  # the loaded SavedModel object: keeps the signature's variables alive
     model_id: str
     is_standin: bool
-    max_batch: int
-    directory: str
+    max_batch_size: int
 
 
 def serialize_example(image_bytes: bytes) -> bytes:
@@ -109,7 +107,7 @@ def probe_batching(model: DermSavedModel) -> int:
     if not np.allclose(pair, np.repeat(single, 2, axis=0), atol=1e-4):
         log.warning("batch of 2 differs from single calls: micro-batch size forced to 1")
         return 1
-    return model.max_batch
+    return model.max_batch_size
 
 
 def configure_gpus() -> List[str]:
@@ -125,7 +123,7 @@ def configure_gpus() -> List[str]:
     return [g.name for g in gpus]
 
 
-def load_derm(directory: str, *, model_id: str, max_batch: int, probe: bool = True
+def load_derm(directory: str, *, model_id: str, max_batch_size: int, probe: bool = True
               ) -> DermSavedModel:
     """`tf.saved_model.load(directory)` and its `serving_default` signature.
 
@@ -145,57 +143,61 @@ def load_derm(directory: str, *, model_id: str, max_batch: int, probe: bool = Tr
     is_standin = standin_id is not None
     model_id = standin_id or model_id
     model = DermSavedModel(signature=loaded.signatures["serving_default"], module=loaded,
-                           model_id=model_id, is_standin=is_standin, max_batch=max(1, max_batch),
-                           directory=directory)
+                           model_id=model_id, is_standin=is_standin,
+                           max_batch_size=max(1, max_batch_size))
     if probe:
-        model.max_batch = probe_batching(model)
-    log.info("loaded %s from %s in %.1fs (GPUs: %s, micro-batch %d)", model_id, directory,
-             time.perf_counter() - started, gpus or "none", model.max_batch)
+        model.max_batch_size = probe_batching(model)
+    log.info("loaded %s from %s in %.1fs (GPUs: %s, max batch %d)", model_id, directory,
+             time.perf_counter() - started, gpus or "none", model.max_batch_size)
     return model
 
 
-def embed_with_fallback(model: DermSavedModel, images: Sequence[bytes], stats: CallStats
-                        ) -> List[Union[np.ndarray, ModelError]]:
-    """Embed `images` in order, `model.max_batch` per graph call.
+class DermRunner:
+    """Runner (see vfm_serving.serving.Runner) for the Derm Foundation SavedModel."""
 
-    A failing batch is retried one image at a time; an image that fails alone becomes a
-    `ModelError` in its slot. Never raises for a bad image.
+    def __init__(self, model: DermSavedModel, settings: ServingSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.optimal_batch_size = model.max_batch_size
 
-    Returns:
-        one float32 [EMBEDDING_DIM] array or ModelError per image, in input order.
-    """
-    results: List[Union[np.ndarray, ModelError]] = []
-    for chunk in micro_batches(list(images), model.max_batch):
+    def prepare(self, data: bytes, request: Any) -> bytes:
+        """Check that `data` decodes within the limits (Pillow); return it unchanged.
+
+        Raises:
+            ImageDecodeError, ImageTooLarge, InvalidImageGeometry (see decode_rgb).
+        """
+        decode_rgb(data, self.settings, reduce_for=MODEL_INPUT_SIZE)
+        return data
+
+    def forward(self, images: List[bytes]) -> List[Union[DermEmbedding, ModelError]]:
+        """One graph call on `images`; if it fails, one call per image. Never raises for a bad
+        image: an image that fails alone gets a ModelError in its slot."""
         started = time.perf_counter()
-        stats.model_calls += 1
-        stats.batched_calls += len(chunk) > 1
         try:
-            results.extend(call_signature(model, chunk))
-            log.info("micro-batch of %d in %.3fs", len(chunk), time.perf_counter() - started)
-            continue
+            out = call_signature(self.model, images)
+            log.info("graph call on %d images in %.3fs", len(images), time.perf_counter() - started)
+            return [DermEmbedding(row, retried_alone=False) for row in out]
         except Exception as exc:  # noqa: BLE001 - any graph failure: isolate the culprit
-            if len(chunk) == 1:
-                results.append(_model_error(exc))
-                continue
-            log.warning("micro-batch of %d failed (%s): retrying one by one", len(chunk),
+            if len(images) == 1:
+                return [_model_error(exc)]
+            log.warning("graph call on %d images failed (%s): retrying one by one", len(images),
                         type(exc).__name__)
-        stats.per_instance_fallbacks += 1
-        results.extend(_one_by_one(model, chunk, stats))
-    return results
+        metrics.FALLBACKS.labels("derm").inc()
+        return [self._alone(image) for image in images]
 
-
-def _one_by_one(model: DermSavedModel, chunk: Sequence[bytes], stats: CallStats
-                ) -> List[Union[np.ndarray, ModelError]]:
-    """Single-image calls for a failed batch: embedding or ModelError per image, in order."""
-    out: List[Union[np.ndarray, ModelError]] = []
-    for image in chunk:
-        stats.model_calls += 1
-        stats.fallback_calls += 1
+    def _alone(self, image: bytes) -> Union[DermEmbedding, ModelError]:
         try:
-            out.append(call_signature(model, [image])[0])
-        except Exception as exc:  # noqa: BLE001
-            out.append(_model_error(exc))
-    return out
+            return DermEmbedding(call_signature(self.model, [image])[0], retried_alone=True)
+        except Exception as exc:  # noqa: BLE001 - the culprit gets its own error
+            return _model_error(exc)
+
+    def golden_item(self) -> bytes:
+        """The probe image (448x448 mid-grey PNG)."""
+        return probe_image()
+
+    def health_vector(self, output: DermEmbedding) -> np.ndarray:
+        """The embedding itself."""
+        return output.embedding
 
 
 def _model_error(exc: Exception) -> ModelError:

@@ -1,0 +1,1 @@
+"""The HTTP edge: raw request bodies in, typed errors to status and body out."""
