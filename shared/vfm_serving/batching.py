@@ -60,6 +60,7 @@ class BatchInfo:
 class _Pending:
     item: Any
     cap: int
+    group: object
     future: "concurrent.futures.Future[Any]"
     enqueued: float
 
@@ -70,20 +71,22 @@ class DynamicBatcher:
 
     Each item carries a cap (its request's batch size): a forward pass never holds more items
     than the smallest cap among them, nor more than `max_batch_size`. Items are taken in arrival
-    order; an item that does not fit the current pass waits for the next one.
+    order; an item that does not fit the current pass waits for the next one. With
+    `merge_groups=False` a pass holds items of one group (one request) only.
 
     A forward that raises fails no item outright: a multi-item pass is retried one item at a
     time, and an item failing alone gets a ModelError. Futures resolve to (result, BatchInfo).
     """
 
     def __init__(self, forward: ForwardFn, *, max_batch_size: int, max_wait_s: float,
-                 name: str) -> None:
+                 name: str, merge_groups: bool = True) -> None:
         if max_batch_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
         self._forward = forward
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.name = name
+        self.merge_groups = merge_groups
         self._queue: Deque[_Pending] = collections.deque()
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
@@ -91,8 +94,10 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, item: Any, cap: Optional[int] = None) -> "concurrent.futures.Future[Any]":
-        """Queue one item; the future resolves to (forward result, BatchInfo).
+    def submit(self, item: Any, cap: Optional[int] = None, group: object = None
+               ) -> "concurrent.futures.Future[Any]":
+        """Queue one item of `group` (its request); the future resolves to (forward result,
+        BatchInfo).
 
         Raises:
             RuntimeError: the batcher is closed.
@@ -102,7 +107,7 @@ class DynamicBatcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")
-            self._queue.append(_Pending(item, cap, future, time.monotonic()))
+            self._queue.append(_Pending(item, cap, group, future, time.monotonic()))
             self._cond.notify()
         return future
 
@@ -129,7 +134,7 @@ class DynamicBatcher:
                 self._cond.wait()
             deadline = self._queue[0].enqueued + self.max_wait_s
             while True:
-                chosen, limit = _select(self._queue, self.max_batch_size)
+                chosen, limit = _select(self._queue, self.max_batch_size, self.merge_groups)
                 remaining = deadline - time.monotonic()
                 if len(chosen) >= limit or remaining <= 0 or self._closed:
                     break
@@ -166,11 +171,14 @@ class DynamicBatcher:
         return [self._forward_with_fallback([item])[0] for item in items]
 
 
-def _select(queue: Deque[_Pending], max_batch_size: int) -> "tuple[List[_Pending], int]":
+def _select(queue: Deque[_Pending], max_batch_size: int, merge_groups: bool
+            ) -> "tuple[List[_Pending], int]":
     """Items for the next pass in arrival order, and the size limit their caps allow."""
     chosen: List[_Pending] = []
     limit = max_batch_size
     for pending in queue:
+        if not merge_groups and pending.group is not queue[0].group:
+            continue
         new_limit = min(limit, pending.cap)
         if len(chosen) + 1 <= new_limit:
             chosen.append(pending)

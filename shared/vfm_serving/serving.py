@@ -100,7 +100,8 @@ class ServingPipeline:
         self.runner = runner
         self.settings = settings
         self.batcher = DynamicBatcher(runner.forward, max_batch_size=runner.optimal_batch_size,
-                                      max_wait_s=settings.batch_max_wait_ms / 1000, name=name)
+                                      max_wait_s=settings.batch_max_wait_ms / 1000, name=name,
+                                      merge_groups=settings.dynamic_batching)
         self._decoders = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.fetch_concurrency, thread_name_prefix=f"{name}-decode")
         self._golden: Optional[np.ndarray] = None
@@ -176,7 +177,8 @@ class ServingPipeline:
                 return ItemResult(labelled(err, source))
             if parsed.fail_fast and failed.is_set():
                 return ItemResult(_SKIPPED)
-            value, info = await asyncio.wrap_future(self.batcher.submit(item, parsed.batch_cap))
+            future = self.batcher.submit(item, parsed.batch_cap, group=parsed)
+            value, info = await asyncio.wrap_future(future)
             if isinstance(value, ServingError):
                 value = labelled(value, source)
             return ItemResult(value, info)

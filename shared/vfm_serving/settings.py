@@ -41,6 +41,8 @@ class ServingSettings:
             float16 | bfloat16.
         batch_max_wait_ms: how long the dynamic batcher waits for more items (from any request)
             once it has one, before running a forward pass that is not full.
+        dynamic_batching: merge items of concurrent requests into one forward pass; off = a pass
+            holds items of one request only (the pre-batcher behaviour, for comparison).
         health_recheck_s: the readiness probe repeats the golden inference at most this often
             (seconds); in between it reports the last result.
         gcs_endpoint: base URL of the GCS JSON API (an emulator in tests).
@@ -65,6 +67,7 @@ class ServingSettings:
     reduced_decode: bool = True
     precision: str = "auto"
     batch_max_wait_ms: float = 5.0
+    dynamic_batching: bool = True
     health_recheck_s: float = 10.0
     gcs_endpoint: str = "https://storage.googleapis.com"
     safe_window_stride: int = 168
