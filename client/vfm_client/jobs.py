@@ -1,0 +1,93 @@
+"""Split a job into requests under item and byte caps, and run them with bounded concurrency.
+
+Chunks are consecutive runs of items (so results come back in input order). The first chunk is
+sent alone: it settles the encoding negotiation and fails the run fast on a wrong URL or key;
+the rest run on `concurrency` threads with at most `2 * concurrency` chunks submitted ahead of
+the one being yielded (memory stays bounded by the in-flight requests).
+"""
+
+import concurrent.futures
+import logging
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from vfm_client.results import Outcome
+
+log = logging.getLogger(__name__)
+
+# JSON overhead of one list entry ("...",) and of the request envelope.
+ITEM_OVERHEAD = 4
+BODY_OVERHEAD = 512
+
+Chunk = List[int]
+SendFn = Callable[[Chunk, bool], Dict[int, Outcome]]
+
+
+def plan_chunks(indices: Sequence[int], sizes: Sequence[int], groups: Sequence[str],
+                max_items: int, max_bytes: int) -> List[Chunk]:
+    """Consecutive chunks of `indices`: at most `max_items` items, at most `max_bytes` estimated
+    body bytes (`sizes` are each item's encoded size in the body), one `groups` value per chunk
+    (e.g. URLs and inline images go in different Midnight fields).
+
+    An item whose size alone exceeds the cap gets a chunk of its own (the client reports it as
+    `request_too_large` without sending it).
+
+    Raises:
+        ValueError: max_items < 1 or max_bytes <= BODY_OVERHEAD.
+    """
+    if max_items < 1 or max_bytes <= BODY_OVERHEAD:
+        raise ValueError("max_items must be >= 1 and max_bytes > 512")
+    chunks: List[Chunk] = []
+    current: Chunk = []
+    used = BODY_OVERHEAD
+    group: Optional[str] = None
+    for index, size, grp in zip(indices, sizes, groups, strict=True):
+        cost = size + ITEM_OVERHEAD
+        if current and (len(current) >= max_items or used + cost > max_bytes or grp != group):
+            chunks.append(current)
+            current, used = [], BODY_OVERHEAD
+        current.append(index)
+        used += cost
+        group = grp
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def run_chunks(chunks: List[Chunk], send: SendFn, concurrency: int,
+               on_done: Optional[Callable[[int], None]] = None
+               ) -> Iterator[Tuple[Chunk, Dict[int, Outcome]]]:
+    """Yield `(chunk, outcomes)` for every chunk, in chunk order.
+
+    `send(chunk, probe)` returns one Outcome per index; `probe` is True for the first chunk
+    (a transport failure there is a RunError, not item errors). `on_done(n)` is called with the
+    number of items finished (progress bars).
+
+    Raises:
+        whatever `send` raises (RunError for a rejected key / wrong URL): pending chunks are
+        cancelled.
+    """
+    if not chunks:
+        return
+    first = send(chunks[0], True)
+    if on_done:
+        on_done(len(chunks[0]))
+    yield chunks[0], first
+    rest = chunks[1:]
+    if not rest:
+        return
+    window = 2 * max(1, concurrency)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, concurrency),
+                                                 thread_name_prefix="vfm-send")
+    futures: List["concurrent.futures.Future[Dict[int, Outcome]]"] = []
+    try:
+        for i, chunk in enumerate(rest):
+            while len(futures) < min(len(rest), i + window):
+                nxt = rest[len(futures)]
+                futures.append(pool.submit(send, nxt, False))
+            outcomes = futures[i].result()
+            futures[i] = None  # type: ignore[call-overload]  # free the results
+            if on_done:
+                on_done(len(chunk))
+            yield chunk, outcomes
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Recipes for running `vfm` at scale under existing distributed engines."""
