@@ -1,18 +1,13 @@
-"""Test images: real photos from scikit-image (shipped in its wheel), several formats and sizes."""
+"""Test images: real photos shipped in wheels (tools/sample_photos.py) in several formats."""
 
 import base64
 import io
-from typing import Optional
 
 from PIL import Image
 
+from tools.sample_photos import photo
 
-def photo(name: str = "astronaut", size: Optional[tuple] = None) -> Image.Image:
-    """A scikit-image sample photo as RGB, optionally resized to (W, H)."""
-    from skimage import data
-
-    image = Image.fromarray(getattr(data, name)()).convert("RGB")
-    return image.resize(size, Image.BICUBIC) if size else image
+__all__ = ["b64", "encode", "photo"]
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **save_kwargs: object) -> bytes:

@@ -1,7 +1,7 @@
 """Unit tests of the SAFE detection pieces (no server): windows, residuals, masks, API parsing,
 mask rule, AUC formula."""
 
-import base64
+import io
 
 import numpy as np
 import pytest
@@ -9,14 +9,21 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from vfm_serving.apis.safe import build_response, parse_request
+from vfm_serving.apis.safe import SafeApi, build_response
 from vfm_serving.detection import FULLY_SYNTHESIZED, LOCALLY_EDITED, NATURAL
 from vfm_serving.detection.detector import decide_mask
+from vfm_serving.detection.heads import HeadsUnreadableError, read_config
 from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
 from vfm_serving.detection.windows import plan_tiling, stitch, window_starts
-from vfm_serving.errors import InvalidBase64, MediaTypeMismatch, MissingImage
-from vfm_serving.outputs.masks import mask_to_png, png_to_mask
+from vfm_serving.errors import InvalidRequest, MediaTypeMismatch, MissingImage
+from vfm_serving.outputs.masks import mask_to_png
 from vfm_serving.settings import ServingSettings
+
+
+def png_to_mask(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 [H, W] in {0, 1} (any non-zero pixel -> 1)."""
+    image = Image.open(io.BytesIO(data))
+    return (np.asarray(image.convert("L")) != 0).astype(np.uint8)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (224, 224), (300, 451), (2048, 2048), (3584, 224),
@@ -58,7 +65,7 @@ def test_mask_png_is_one_bit_and_exact_size():
     mask = np.zeros((7, 13), np.uint8)
     mask[2:5, 3:9] = 1
     data = mask_to_png(mask)
-    image = Image.open(__import__("io").BytesIO(data))
+    image = Image.open(io.BytesIO(data))
     assert image.mode == "1" and image.size == (13, 7)
     np.testing.assert_array_equal(png_to_mask(data), mask)
 
@@ -73,16 +80,23 @@ def test_mask_rule():
 
 
 def test_parse_request_errors():
-    settings = ServingSettings()
+    api = SafeApi()
     with pytest.raises(MissingImage):
-        parse_request({}, settings)
+        api.parse({})
     with pytest.raises(MediaTypeMismatch):
-        parse_request({"image": {"mediaType": "image/webp", "data": "AAAA"}}, settings)
-    with pytest.raises(InvalidBase64):
-        parse_request({"image": {"mediaType": "image/png", "data": "!!"}}, settings)
-    ok = parse_request({"image": {"mediaType": "IMAGE/PNG", "data": base64.b64encode(b"x").decode(),
-                                  }, "extra": 1}, settings)
-    assert ok.expected_format == "PNG" and ok.data == b"x"
+        api.parse({"image": {"mediaType": "image/webp", "data": "AAAA"}})
+    with pytest.raises(InvalidRequest):
+        api.parse({"image": "AAAA"})
+    ok = api.parse({"image": {"mediaType": "IMAGE/PNG", "data": "eA=="}, "extra": 1})
+    assert ok.options.expected_format == "PNG" and len(ok.items) == 1  # base64 decoded later
+
+
+def test_unreadable_heads_have_their_own_error(tmp_path):
+    (tmp_path / "heads.json").write_text("{not json")
+    with pytest.raises(HeadsUnreadableError):
+        read_config(tmp_path)
+    with pytest.raises(HeadsUnreadableError):
+        read_config(tmp_path / "missing")
 
 
 def test_build_response_refuses_invalid_logprobs():

@@ -1,13 +1,13 @@
 """Read the root config.yaml (project manifest) and prepare a truss's stand-in checkpoint."""
 
-import base64
 import importlib
-import io
 import logging
 from pathlib import Path
 from typing import Any, Dict
 
 import yaml
+
+from tools.sample_photos import photo_png_base64 as sample_png_base64
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
@@ -29,16 +29,6 @@ def prepare_standin(name: str, force: bool = False) -> Dict[str, str]:
     else:
         log.info("reusing stand-in checkpoint %s", out)
     return {k: str(v).format(out=out, root=ROOT) for k, v in (spec.get("env") or {}).items()}
-
-
-def sample_png_base64(name: str) -> str:
-    """A scikit-image sample photo (shipped in the wheel, offline) as base64 PNG."""
-    from PIL import Image
-    from skimage import data
-
-    buf = io.BytesIO()
-    Image.fromarray(getattr(data, name)()).convert("RGB").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def resolve_example(value: Any) -> Any:

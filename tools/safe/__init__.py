@@ -1,12 +1,7 @@
-"""SAFE detector dev tools (not shipped in the Truss): synthetic data, training, dataset runner.
+"""SAFE detector dev tools (not shipped in the Truss): synthetic data, training, evaluation,
+dataset runner.
 
-`python -m tools.safe.<tool>` runs from the repository root; the shared package (shared/) is put
-on sys.path here so the tools use the same detector code the Truss serves.
+Run from the repository root with the shared package on the path, so the tools use the same
+detector code the Truss serves: `PYTHONPATH=shared .venv/bin/python -m tools.safe.<tool>` (pytest
+gets both roots from pyproject's `pythonpath`).
 """
-
-import sys
-from pathlib import Path
-
-_SHARED = str(Path(__file__).resolve().parents[2] / "shared")
-if _SHARED not in sys.path:
-    sys.path.insert(0, _SHARED)

@@ -33,6 +33,8 @@ import numpy as np
 import requests
 from PIL import Image, ImageDraw
 
+from tools.sample_photos import photo
+
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,13 +64,6 @@ class Outcome:
 
 
 # ----------------------------------------------------------------------------- images
-
-def photo(name: str, size: Tuple[int, int]) -> Image.Image:
-    """scikit-image sample photo as RGB resized to (W, H)."""
-    from skimage import data
-
-    return Image.fromarray(getattr(data, name)()).convert("RGB").resize(size, Image.BICUBIC)
-
 
 def pattern(size: Tuple[int, int], seed: int) -> Image.Image:
     """Gradient + random shapes + mild noise, RGB (W, H)."""

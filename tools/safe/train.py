@@ -34,13 +34,24 @@ from tqdm import tqdm
 
 from tools.safe.splits import assign_splits
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, LOCAL_LABELS, NATURAL
-from vfm_serving.detection.detector import (IMAGENET_MEAN, IMAGENET_STD, ImageFeatures,
-                                            backbone_fingerprint,
-                                            extract_features, global_dim, global_vector,
-                                            patch_dim, patch_matrix)
+from vfm_serving.detection.detector import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Detection,
+    ImageFeatures,
+    backbone_fingerprint,
+    detection_from_features,
+    extract_features,
+    global_dim,
+    global_logits,
+    global_vector,
+    patch_dim,
+    patch_matrix,
+    patch_probabilities,
+)
 from vfm_serving.detection.heads import GlobalHead, Heads, HeadsConfig, PatchHead, save_heads
 from vfm_serving.detection.residuals import FEATURE_NAMES
-from vfm_serving.detection.windows import cut_mask_windows, patch_fractions, stitch
+from vfm_serving.detection.windows import cut_mask_windows, patch_fractions
 from vfm_serving.embeddings.dinov2 import Backbone, load_backbone
 
 log = logging.getLogger(__name__)
@@ -207,13 +218,6 @@ def train_patch_head(samples: Sequence[Sample], hidden: int, options: TrainOptio
     return head.eval()
 
 
-@torch.no_grad()
-def probs_with(head: PatchHead, sample: Sample) -> torch.Tensor:
-    """Patch probabilities [N, P] of one sample under `head`."""
-    return torch.sigmoid(head(patch_matrix(sample.features))).reshape(
-        sample.features.patch_tokens.shape[:2])
-
-
 def train_global_head(x: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> GlobalHead:
     """Class-balanced multinomial logistic regression with L2 (weight decay), full-batch Adam."""
     torch.manual_seed(options.seed)
@@ -276,25 +280,25 @@ def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
 
 @dataclasses.dataclass
 class Scored:
-    """Predictions for one evaluated image."""
+    """One evaluated image: what the server returns for it (Detection) + the uncalibrated
+    logits (for fitting the temperature)."""
 
     sample: Sample
-    patch_probs: torch.Tensor  # [N, P]
-    prob_map: np.ndarray       # [H, W]
-    logits: torch.Tensor       # [4] uncalibrated
+    detection: Detection
+    logits: torch.Tensor       # [4] uncalibrated, float64
 
 
-def score(samples: Sequence[Sample], patch_head: PatchHead, global_head: GlobalHead,
-          threshold_for_pooling: float) -> List[Scored]:
-    """Run both heads on samples (features already extracted)."""
+def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
+    """Score samples (features already extracted) with exactly the server's code path
+    (`detection_from_features`)."""
     out = []
     for s in samples:
-        probs = probs_with(patch_head, s)
-        grid = s.features.grid
-        prob_map = stitch(probs.reshape(-1, grid, grid), s.features.tiling).numpy()
-        with torch.no_grad():
-            logits = global_head(global_vector(s.features, probs, threshold_for_pooling)[None])[0]
-        out.append(Scored(s, probs, prob_map, logits))
+        assert s.features is not None
+        detection = detection_from_features(heads, s.features)
+        probs = patch_probabilities(heads.patch, s.features)
+        logits = global_logits(heads.global_, global_vector(s.features, probs,
+                                                            heads.config.pooling_threshold))
+        out.append(Scored(s, detection, logits))
     return out
 
 
@@ -305,11 +309,12 @@ def choose_threshold(scored: Sequence[Scored]) -> float:
     for t in np.linspace(0.05, 0.95, 37):
         ious, fps = [], []
         for sc in scored:
-            truth = gt_mask(sc.sample, sc.sample.features.tiling.original_size)
+            truth = gt_mask(sc.sample, sc.detection.mask.shape[::-1])
+            prob_map = sc.detection.prob_map.numpy()
             if sc.sample.label in LOCAL_LABELS and truth is not None:
-                ious.append(iou_f1(sc.prob_map >= t, truth > 0)[0])
+                ious.append(iou_f1(prob_map >= t, truth > 0)[0])
             elif sc.sample.label == NATURAL:
-                fps.append(float((sc.prob_map >= t).mean()))
+                fps.append(float((prob_map >= t).mean()))
         fp = float(np.mean(fps)) if fps else 0.0
         iou = float(np.mean(ious)) if ious else 0.0
         if fp <= MAX_NATURAL_FP and iou > best_iou:
@@ -319,25 +324,24 @@ def choose_threshold(scored: Sequence[Scored]) -> float:
     return best if best_iou >= 0 else fallback
 
 
-def evaluate(scored: Sequence[Scored], temperature: float, threshold: float) -> Dict[str, Any]:
-    """Metrics on one split: patch AUC, image AUC, balanced accuracy, pixel IoU / F1 (with the
-    all-ones baseline), natural false-positive pixel rate, NLL; plus raw predictions."""
-    from vfm_serving.detection.detector import decide_mask
-
+def evaluate(scored: Sequence[Scored], threshold: float) -> Dict[str, Any]:
+    """Metrics on one split from the served outputs (calibrated log-probs, mask by the mask
+    rule) plus the ungated map >= threshold: patch AUC, image AUC, balanced accuracy, pixel IoU /
+    F1 (with the all-ones baseline), natural false-positive pixel rate, NLL; raw predictions."""
     patch_scores, patch_labels, ious, f1s, ones_ious, gated_ious, fps, gated_fps = \
         [], [], [], [], [], [], [], []
     logprobs, labels = [], []
     for sc in scored:
         s = sc.sample
-        lp = torch.log_softmax(sc.logits.double() / temperature, 0).numpy()
+        lp = sc.detection.logprobs
         logprobs.append(lp)
         labels.append(s.label)
         if s.patch_target is not None and s.label != FULLY_SYNTHESIZED:
-            patch_scores.append(sc.patch_probs.reshape(-1).numpy())
+            patch_scores.append(sc.detection.patch_probs.reshape(-1).numpy())
             patch_labels.append((s.patch_target.reshape(-1) >= 0.5).numpy())
-        truth = gt_mask(s, s.features.tiling.original_size)
-        pred = sc.prob_map >= threshold
-        gated = decide_mask(int(np.argmax(lp)), torch.from_numpy(sc.prob_map), threshold)
+        truth = gt_mask(s, sc.detection.mask.shape[::-1])
+        pred = sc.detection.prob_map.numpy() >= threshold
+        gated = sc.detection.mask
         if s.label in LOCAL_LABELS and truth is not None:
             iou, f1 = iou_f1(pred, truth > 0)
             ious.append(iou)
@@ -352,7 +356,7 @@ def evaluate(scored: Sequence[Scored], temperature: float, threshold: float) -> 
     p_scores = np.concatenate(patch_scores) if patch_scores else np.zeros(0)
     p_labels = np.concatenate(patch_labels) if patch_labels else np.zeros(0, bool)
     confusion = np.zeros((len(LABELS), len(LABELS)), int)
-    for t, p in zip(labels_a, pred_labels):
+    for t, p in zip(labels_a, pred_labels, strict=True):
         confusion[t, p] += 1
     metrics = {
         "images": int(len(scored)),
@@ -381,7 +385,8 @@ def evaluate(scored: Sequence[Scored], temperature: float, threshold: float) -> 
 def _global_matrix(samples: Sequence[Sample], probs: Sequence[torch.Tensor],
                    threshold: float) -> torch.Tensor:
     """Stack global vectors [B, G]."""
-    return torch.stack([global_vector(s.features, p, threshold) for s, p in zip(samples, probs)])
+    return torch.stack([global_vector(s.features, p, threshold)
+                        for s, p in zip(samples, probs, strict=True)])
 
 
 def out_of_fold_probs(train: Sequence[Sample], options: TrainOptions) -> List[torch.Tensor]:
@@ -395,12 +400,12 @@ def out_of_fold_probs(train: Sequence[Sample], options: TrainOptions) -> List[to
         head = train_patch_head(fit, options.patch_hidden, options)
         for i, s in enumerate(train):
             if fold_of[s.source] == fold:
-                probs[i] = probs_with(head, s)
+                probs[i] = patch_probabilities(head, s.features)
     return [p for p in probs if p is not None]
 
 
 def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
-          options: TrainOptions = TrainOptions(), backbone_id: Optional[str] = None,
+          options: Optional[TrainOptions] = None, backbone_id: Optional[str] = None,
           record_source: Optional[str] = None, provenance: str = "",
           report: Optional[Path] = None, predictions: Optional[Path] = None) -> Dict[str, Any]:
     """Full pipeline (module docstring). Returns {"val": metrics, "test": metrics, ...}.
@@ -408,6 +413,7 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     Raises:
         ValueError: bad dataset; OSError: unreadable files or backbone.
     """
+    options = options or TrainOptions()
     started = time.perf_counter()
     torch.manual_seed(options.seed)
     backbone = load_backbone(backbone_source, input_size=224, mean=IMAGENET_MEAN,
@@ -422,19 +428,30 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     oof = out_of_fold_probs(train_s, options) if options.folds > 1 else None
     patch_head = train_patch_head(train_s, options.patch_hidden, options)
     if oof is None:
-        oof = [probs_with(patch_head, s) for s in train_s]
+        oof = [patch_probabilities(patch_head, s.features) for s in train_s]
     y_train = torch.tensor([s.label for s in train_s])
     global_head = train_global_head(_global_matrix(train_s, oof, pooling_threshold), y_train,
                                     options)
+    # The pooled "fraction above threshold" feature used 0.5 during training; keep it so.
+    config = HeadsConfig(
+        backbone_model_id=backbone.model_id, backbone_hidden_size=backbone.layout.hidden_size,
+        backbone_patch_size=backbone.layout.patch_size, input_size=backbone.layout.input_size,
+        residual_features=FEATURE_NAMES, patch_in_dim=patch_dim(backbone.layout.hidden_size),
+        patch_hidden=options.patch_hidden, global_in_dim=global_dim(backbone.layout.hidden_size),
+        mask_threshold=0.5, pooling_threshold=pooling_threshold, temperature=1.0,
+        labels=LABELS, backbone_source=record_source or backbone_source,
+        backbone_fingerprint=backbone_fingerprint(backbone),
+        trained_on_standin=backbone.is_standin, provenance=provenance)
     calib = by_split["val"] or train_s
-    scored_val = score(calib, patch_head, global_head, pooling_threshold)
-    temperature = fit_temperature(torch.stack([sc.logits for sc in scored_val]),
-                                  torch.tensor([sc.sample.label for sc in scored_val]))
-    threshold = choose_threshold(scored_val)
-    results: Dict[str, Any] = {"val": evaluate(scored_val, temperature, threshold)}
+    provisional = score(calib, Heads(patch=patch_head, global_=global_head, config=config))
+    temperature = fit_temperature(torch.stack([sc.logits for sc in provisional]),
+                                  torch.tensor([sc.sample.label for sc in provisional]))
+    threshold = choose_threshold(provisional)
+    config = dataclasses.replace(config, temperature=temperature, mask_threshold=threshold)
+    heads = Heads(patch=patch_head, global_=global_head, config=config)
+    results: Dict[str, Any] = {"val": evaluate(score(calib, heads), threshold)}
     if by_split["test"]:
-        results["test"] = evaluate(score(by_split["test"], patch_head, global_head,
-                                         pooling_threshold), temperature, threshold)
+        results["test"] = evaluate(score(by_split["test"], heads), threshold)
     held_out = "test" if "test" in results else "val"
     metrics = {
         "held_out_split": held_out,
@@ -447,19 +464,9 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
         "mask_threshold": threshold,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    # The pooled "fraction above threshold" feature used 0.5 during training; keep it so.
-    config = HeadsConfig(
-        backbone_model_id=backbone.model_id, backbone_hidden_size=backbone.layout.hidden_size,
-        backbone_patch_size=backbone.layout.patch_size, input_size=backbone.layout.input_size,
-        residual_features=FEATURE_NAMES, patch_in_dim=patch_dim(backbone.layout.hidden_size),
-        patch_hidden=options.patch_hidden, global_in_dim=global_dim(backbone.layout.hidden_size),
-        mask_threshold=threshold, pooling_threshold=pooling_threshold, temperature=temperature,
-        labels=LABELS, backbone_source=record_source or backbone_source,
-        backbone_fingerprint=backbone_fingerprint(backbone),
-        trained_on_standin=backbone.is_standin, provenance=provenance,
-        metrics={k: metrics[k] for k in ("held_out_split", "held_out_sources", held_out,
-                                          "counts", "temperature", "mask_threshold")})
-    save_heads(Heads(patch=patch_head, global_=global_head, config=config), out)
+    config.metrics = {k: metrics[k] for k in ("held_out_split", "held_out_sources", held_out,
+                                               "counts", "temperature", "mask_threshold")}
+    save_heads(heads, out)
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -27,7 +27,7 @@ from PIL import Image
 from torch.nn import functional
 
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, NATURAL
-from vfm_serving.detection.heads import Heads, load_heads
+from vfm_serving.detection.heads import GlobalHead, Heads, PatchHead, load_heads
 from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
 from vfm_serving.detection.windows import Tiling, cut_windows, plan_tiling, stitch
 from vfm_serving.embeddings.dinov2 import Backbone, forward_tokens, load_backbone
@@ -63,6 +63,7 @@ class Detection:
     label: int
     prob_map: torch.Tensor    # float32 [H, W] in [0, 1]
     mask: np.ndarray          # uint8 [H, W] in {0, 1}
+    patch_probs: torch.Tensor  # float32 [N, P], per window and patch
 
 
 def backbone_fingerprint(backbone: Backbone) -> str:
@@ -197,17 +198,22 @@ def global_vector(features: ImageFeatures, patch_probs: torch.Tensor,
 
 
 @torch.no_grad()
-def patch_probabilities(heads: Heads, features: ImageFeatures) -> torch.Tensor:
+def patch_probabilities(head: PatchHead, features: ImageFeatures) -> torch.Tensor:
     """Manipulation probability of every patch: [N, P]."""
-    logits = heads.patch(patch_matrix(features))
+    logits = head(patch_matrix(features))
     return torch.sigmoid(logits).reshape(features.patch_tokens.shape[:2])
 
 
 @torch.no_grad()
-def calibrated_logprobs(heads: Heads, vector: torch.Tensor) -> np.ndarray:
-    """Global vector [G] -> float64 log-probabilities [4] with logsumexp exactly ~0."""
-    logits = heads.global_(vector[None].float())[0].double() / heads.config.temperature
-    return torch.log_softmax(logits, dim=0).numpy()
+def global_logits(head: GlobalHead, vector: torch.Tensor) -> torch.Tensor:
+    """Global vector [G] -> uncalibrated float64 logits [4]."""
+    return head(vector[None].float())[0].double()
+
+
+def calibrated_logprobs(logits: torch.Tensor, temperature: float) -> np.ndarray:
+    """Uncalibrated logits [4] -> float64 log-probabilities [4] (logits / temperature,
+    log-softmax), logsumexp == 0 up to float64 rounding."""
+    return torch.log_softmax(logits.double() / temperature, dim=0).numpy()
 
 
 def decide_mask(label: int, prob_map: torch.Tensor, threshold: float) -> np.ndarray:
@@ -224,14 +230,16 @@ def decide_mask(label: int, prob_map: torch.Tensor, threshold: float) -> np.ndar
 
 def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
     """Heads on frozen features -> Detection (patch probabilities, calibrated log-probs, label,
-    stitched probability map [H, W] at the original size, mask by the mask rule)."""
-    probs = patch_probabilities(heads, features)
+    stitched probability map [H, W] at the original size, mask by the mask rule). The one
+    function both the server and tools.safe.train use to score an image."""
+    probs = patch_probabilities(heads.patch, features)
     vector = global_vector(features, probs, heads.config.pooling_threshold)
-    logprobs = calibrated_logprobs(heads, vector)
+    logprobs = calibrated_logprobs(global_logits(heads.global_, vector), heads.config.temperature)
     label = int(np.argmax(logprobs))
     prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
     mask = decide_mask(label, prob_map, heads.config.mask_threshold)
-    return Detection(logprobs=logprobs, label=label, prob_map=prob_map, mask=mask)
+    return Detection(logprobs=logprobs, label=label, prob_map=prob_map, mask=mask,
+                     patch_probs=probs)
 
 
 class Detector:

@@ -24,12 +24,20 @@ FORMAT_VERSION = 1
 
 
 class HeadsMismatchError(RuntimeError):
-    """The heads file does not fit the loaded backbone or is malformed (a deploy error)."""
+    """The heads do not fit the loaded backbone or this code (hidden / patch size, backbone
+    weights, feature lists, format version): a deploy error."""
+
+
+class HeadsUnreadableError(RuntimeError):
+    """heads.json / heads.safetensors is missing, unreadable or malformed (a deploy error)."""
 
 
 class PatchHead(nn.Module):
     """Standardize [N, F] patch features, then logistic (hidden=0) or a one-hidden-layer MLP;
     outputs logits [N]."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, in_dim: int, hidden: int = 32) -> None:
         super().__init__()
@@ -45,6 +53,9 @@ class PatchHead(nn.Module):
 
 class GlobalHead(nn.Module):
     """Standardize [B, F] image features -> 4-way logits [B] (multinomial logistic regression)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, in_dim: int, num_classes: int = 4) -> None:
         super().__init__()
@@ -103,7 +114,12 @@ def save_heads(heads: Heads, out_dir: Path) -> Tuple[Path, Path]:
 
 
 def read_config(heads_dir: Path) -> HeadsConfig:
-    """Parse heads.json. Raises HeadsMismatchError when missing, malformed or a newer format."""
+    """Parse heads.json.
+
+    Raises:
+        HeadsUnreadableError: the file is missing, unreadable or malformed.
+        HeadsMismatchError: it was written in another format version.
+    """
     path = heads_dir / HEADS_JSON
     try:
         raw = json.loads(path.read_text())
@@ -111,7 +127,7 @@ def read_config(heads_dir: Path) -> HeadsConfig:
         raw["labels"] = tuple(raw["labels"])
         config = HeadsConfig(**raw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HeadsMismatchError(f"cannot read {path}: {exc}") from exc
+        raise HeadsUnreadableError(f"cannot read {path}: {exc}") from exc
     if config.format_version != FORMAT_VERSION:
         raise HeadsMismatchError(f"{path}: format_version {config.format_version}, "
                                  f"this code reads {FORMAT_VERSION}")
@@ -124,7 +140,9 @@ def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
 
     Raises:
         HeadsMismatchError: hidden size, patch size, model id (when given) or residual feature list
-            (when given) differ from what the heads were trained with; or the files are invalid.
+            (when given) differ from what the heads were trained with, or the tensors do not
+            match heads.json.
+        HeadsUnreadableError: heads.json or heads.safetensors cannot be read.
     """
     config = read_config(heads_dir)
     problems = []
@@ -139,7 +157,10 @@ def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
     if problems:
         raise HeadsMismatchError(f"heads in {heads_dir} do not fit the backbone: "
                                  + "; ".join(problems))
-    tensors = load_file(str(heads_dir / HEADS_TENSORS))
+    try:
+        tensors = load_file(str(heads_dir / HEADS_TENSORS))
+    except (OSError, ValueError, RuntimeError) as exc:  # safetensors raises its own subclasses
+        raise HeadsUnreadableError(f"cannot read {heads_dir / HEADS_TENSORS}: {exc}") from exc
     patch = PatchHead(config.patch_in_dim, config.patch_hidden)
     global_ = GlobalHead(config.global_in_dim, len(config.labels))
     try:

@@ -22,7 +22,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 _KB = [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]]
 _KV = [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2],
@@ -39,7 +39,8 @@ FEATURE_NAMES: Tuple[str, ...] = tuple(
     f"{k}_{s}" for k in RESIDUAL_KERNELS for s in ("logabs", "logstd", "kurt")
 ) + ("log_local_var", "log_grad_energy", "log_noise_mad", "log_chroma_rg", "log_chroma_bg",
      "blockiness") + (
-    "log_noise_q25", "noise_over_texture", "kv_over_d1", "log_noise_mad_half", "noise_fine_over_half")
+    "log_noise_q25", "noise_over_texture", "kv_over_d1", "log_noise_mad_half",
+    "noise_fine_over_half")
 NUM_FEATURES = len(FEATURE_NAMES)
 _EPS = 1e-3
 
@@ -60,7 +61,7 @@ _BANK = _kernel_bank()
 def _filter(channel: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """[B, 1, S, S] -> [B, K, S, S], reflect-padded convolution with the kernel bank."""
     pad = bank.shape[-1] // 2
-    return F.conv2d(F.pad(channel, (pad, pad, pad, pad), mode="reflect"), bank)
+    return functional.conv2d(functional.pad(channel, (pad, pad, pad, pad), mode="reflect"), bank)
 
 
 def _patches(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -80,8 +81,8 @@ def _blockiness(gray: torch.Tensor, patch: int, offsets: Sequence[Tuple[int, int
     b, _, s, _ = gray.shape
     dh = (gray[..., :, 1:] - gray[..., :, :-1]).abs()
     dv = (gray[..., 1:, :] - gray[..., :-1, :]).abs()
-    dh = F.pad(dh, (0, 1, 0, 0))
-    dv = F.pad(dv, (0, 0, 0, 1))
+    dh = functional.pad(dh, (0, 1, 0, 0))
+    dv = functional.pad(dv, (0, 0, 0, 1))
     cols = torch.arange(s).view(1, 1, 1, s)
     rows = torch.arange(s).view(1, 1, s, 1)
     top = torch.tensor([o[0] for o in offsets]).view(b, 1, 1, 1)
@@ -167,7 +168,7 @@ def _noise_vs_texture(gray: torch.Tensor, res: torch.Tensor, patch: int, noise: 
     over_texture = noise - 0.5 * grad
     d1 = res[:, 0:2].abs().mean(-1).mean(1)
     flatness = torch.log(kv_abs.mean(-1) + _EPS) - torch.log(d1 + _EPS)
-    half = F.avg_pool2d(gray, 2)
+    half = functional.avg_pool2d(gray, 2)
     kv_half = _filter(half, _BANK[kv_index:kv_index + 1])
     half_patch = patch // 2
     half_res = _patches(kv_half, half_patch)[:, 0]                   # [B, P, (p/2)^2]

@@ -12,8 +12,8 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from torch.nn import functional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ def plan_tiling(width: int, height: int, window: int, stride: int, max_windows: 
 def cut_windows(image: Image.Image, tiling: Tiling) -> np.ndarray:
     """RGB PIL image -> uint8 windows [N, window, window, 3] as planned by `tiling`."""
     if image.size != tiling.size:
-        image = image.resize(tiling.size, Image.BILINEAR)
+        image = image.resize(tiling.size, Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     s = tiling.window
     return np.stack([array[top:top + s, left:left + s] for top, left in tiling.boxes])
@@ -99,7 +99,7 @@ def cut_mask_windows(mask: np.ndarray, tiling: Tiling) -> np.ndarray:
     """Binary mask [H, W] (original size) -> float32 windows [N, window, window] in [0, 1]."""
     pil = Image.fromarray((mask > 0).astype(np.uint8) * 255)
     if pil.size != tiling.size:
-        pil = pil.resize(tiling.size, Image.BILINEAR)
+        pil = pil.resize(tiling.size, Image.Resampling.BILINEAR)
     array = np.asarray(pil, dtype=np.float32) / 255.0
     s = tiling.window
     return np.stack([array[top:top + s, left:left + s] for top, left in tiling.boxes])
@@ -121,16 +121,16 @@ def stitch(scores: torch.Tensor, tiling: Tiling) -> torch.Tensor:
     """
     w, h = tiling.size
     s = tiling.window
-    up = F.interpolate(scores[:, None].float(), size=(s, s), mode="bilinear",
+    up = functional.interpolate(scores[:, None].float(), size=(s, s), mode="bilinear",
                        align_corners=False)[:, 0]
     canvas = torch.zeros(h, w)
     count = torch.zeros(h, w)
-    for (top, left), tile in zip(tiling.boxes, up):
+    for (top, left), tile in zip(tiling.boxes, up, strict=True):
         canvas[top:top + s, left:left + s] += tile
         count[top:top + s, left:left + s] += 1
     canvas = canvas / count.clamp_min(1)
     ow, oh = tiling.original_size
     if (ow, oh) != (w, h):
-        canvas = F.interpolate(canvas[None, None], size=(oh, ow), mode="bilinear",
+        canvas = functional.interpolate(canvas[None, None], size=(oh, ow), mode="bilinear",
                                align_corners=False)[0, 0]
     return canvas
