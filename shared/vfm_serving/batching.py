@@ -152,7 +152,7 @@ class DynamicBatcher:
         metrics.FORWARD_BATCH_SIZE.labels(self.name).observe(len(batch))
         with metrics.stage_timer(self.name, "forward"):
             results = self._forward_with_fallback([p.item for p in batch])
-        for pending, result in zip(batch, results):
+        for pending, result in zip(batch, results, strict=True):
             if not pending.future.cancelled():
                 pending.future.set_result((result, info))
 
@@ -163,7 +163,7 @@ class DynamicBatcher:
             if len(results) != len(items):
                 raise RuntimeError(f"forward returned {len(results)} results for {len(items)}")
             return results
-        except Exception as exc:  # noqa: BLE001 - a failed pass must not fail its neighbours
+        except Exception as exc:
             log.exception("%s: forward pass of %d items failed", self.name, len(items))
             if len(items) == 1:
                 return [ModelError(f"the model could not process this image "

@@ -27,7 +27,8 @@ REQUESTS = Counter(
     "vfm_requests_total", "Requests by outcome (ok, client_error, server_error) and error code.",
     ["model", "outcome", "code"])
 ITEMS = Counter(
-    "vfm_items_total", "Images by outcome (ok, client_error, server_error, skipped) and error code.",
+    "vfm_items_total",
+    "Images by outcome (ok, client_error, server_error, skipped) and error code.",
     ["model", "outcome", "code"])
 
 

@@ -194,7 +194,7 @@ class ServingPipeline:
                 return self.runner.prepare(source_bytes(source, self.settings), parsed)
             except ServingError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - one item's bug must not fail the others
+            except Exception as exc:
                 log.exception("%s: unexpected error preparing an item", self.name)
                 raise InternalError(f"unexpected {type(exc).__name__} while preparing the "
                                     "image") from exc
@@ -238,7 +238,7 @@ class ServingPipeline:
         try:
             vector = self._golden_vector()
             ok = bool(np.all(np.isfinite(vector)) and _cosine(vector, self._golden) >= 0.999)
-        except Exception:  # noqa: BLE001 - a failing model is reported unhealthy, with its trace
+        except Exception:
             log.exception("%s: golden inference failed", self.name)
             ok = False
         if not ok:
@@ -255,13 +255,13 @@ class ServingPipeline:
         return np.asarray(self.runner.health_vector(value), dtype=np.float64).reshape(-1)
 
 
-class _Skipped(ServingError):
+class _SkippedError(ServingError):
     """Placeholder for an item not run because an earlier one already failed its request."""
 
     code = "skipped"
 
 
-_SKIPPED = _Skipped("not run: another image of this request failed")
+_SKIPPED = _SkippedError("not run: another image of this request failed")
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

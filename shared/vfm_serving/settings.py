@@ -7,7 +7,7 @@ changes. The README lists the same table.
 
 import dataclasses
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 ENV_PREFIX = "VFM_"
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
@@ -89,9 +89,8 @@ class ServingSettings:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is None:
                 continue
-            caster = {"int": int, "float": float, "str": str, "bool": _parse_bool}[
-                field.type if isinstance(field.type, str) else field.type.__name__
-            ]
+            type_name = field.type if isinstance(field.type, str) else field.type.__name__
+            caster: Callable[[str], Any] = _CASTERS[type_name]
             try:
                 values[field.name] = caster(raw)
             except ValueError as exc:
@@ -102,8 +101,8 @@ class ServingSettings:
 
     def validate(self) -> None:
         """Raise ValueError when the settings contradict each other."""
-        for name in ("max_images_per_request", "max_batch_size", "max_image_bytes", "max_image_pixels",
-                     "min_image_side", "fetch_concurrency"):
+        for name in ("max_images_per_request", "max_batch_size", "max_image_bytes",
+                     "max_image_pixels", "min_image_side", "fetch_concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_aspect_ratio < 1 or self.fetch_timeout_s <= 0:
@@ -127,3 +126,7 @@ def _parse_bool(raw: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+_CASTERS: Dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str,
+                                             "bool": _parse_bool}

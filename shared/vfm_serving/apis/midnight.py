@@ -15,8 +15,13 @@ import numpy as np
 
 from vfm_serving.apis.encoding import OutputEncoding, parse_output_encoding
 from vfm_serving.batching import resolve_batch_size
-from vfm_serving.errors import (ConflictingInputs, InvalidRequest, MissingImage, TooManyImages,
-                                UnsupportedTask)
+from vfm_serving.errors import (
+    ConflictingInputs,
+    InvalidRequest,
+    MissingImage,
+    TooManyImages,
+    UnsupportedTask,
+)
 from vfm_serving.inputs.sources import BASE64, URL, ImageSource
 from vfm_serving.outputs.arrays import encode_items
 from vfm_serving.serving import ItemResult, ParsedRequest

@@ -1,4 +1,4 @@
-"""The Derm Foundation API in Vertex AI's shape (Google-Health/derm-foundation serving), per instance.
+"""The Derm Foundation API in Vertex AI's shape (Google-Health/derm-foundation), per instance.
 
 Request:  {"instances": [{"input_bytes": <base64>} | {"gcs_uri": "gs://b/o.png",
            "bearer_token": <optional>}, ...],
@@ -20,9 +20,18 @@ from typing import Any, Dict, List, Union
 import numpy as np
 
 from vfm_serving.apis.encoding import OutputEncoding, parse_output_encoding
-from vfm_serving.errors import (ConflictingInputs, FetchFailed, ImageTooLarge, InvalidBase64,
-                                InvalidGcsUri, InvalidRequest, InvalidUrl, MissingImage,
-                                ServingError, TooManyImages)
+from vfm_serving.errors import (
+    ConflictingInputs,
+    FetchFailed,
+    ImageTooLarge,
+    InvalidBase64,
+    InvalidGcsUri,
+    InvalidRequest,
+    InvalidUrl,
+    MissingImage,
+    ServingError,
+    TooManyImages,
+)
 from vfm_serving.inputs.sources import BASE64, GCS, ImageSource
 from vfm_serving.outputs.arrays import encode_items
 from vfm_serving.serving import ItemResult, ParsedRequest

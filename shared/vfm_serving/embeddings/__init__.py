@@ -1,1 +1,1 @@
-"""Stage 3 of the request flow: DINOv2-family embeddings (geometry, preprocessing, forward, pooling)."""
+"""DINOv2-family embeddings: geometry, preprocessing, forward, pooling, and the runner."""

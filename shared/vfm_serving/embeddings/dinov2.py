@@ -5,7 +5,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -143,7 +143,7 @@ def activation_bytes_per_image(backbone: Backbone) -> int:
     (mlp_ratio x hidden, twice for SwiGLU), and one row of attention scores per head (SDPA may
     fall back to the plain kernel). Layers run one after another under inference mode.
     """
-    config = backbone.model.config
+    config: Any = backbone.model.config
     hidden, tokens = backbone.layout.hidden_size, backbone.layout.num_tokens
     mlp = int(getattr(config, "mlp_ratio", 4) * hidden) * (2 if config.use_swiglu_ffn else 1)
     heads = int(config.num_attention_heads)

@@ -12,8 +12,13 @@ from typing import Any, List
 
 import numpy as np
 
-from vfm_serving.embeddings.dinov2 import (Backbone, device_batch_size, forward_tokens,
-                                           normalize_on_device, pool)
+from vfm_serving.embeddings.dinov2 import (
+    Backbone,
+    device_batch_size,
+    forward_tokens,
+    normalize_on_device,
+    pool,
+)
 from vfm_serving.embeddings.preprocess import resize_and_crop
 from vfm_serving.inputs.images import decode_rgb
 from vfm_serving.settings import ServingSettings

@@ -1,4 +1,4 @@
-"""Token layout of a ViT read from its config (timm-style: geometry is configuration, not guessed)."""
+"""Token layout of a ViT read from its config (timm-style: geometry is configuration)."""
 
 import dataclasses
 from typing import Any

@@ -12,7 +12,7 @@ from PIL import Image
 
 
 def resized_size(width: int, height: int, size: int) -> Tuple[int, int]:
-    """(W, H) after torchvision `Resize(size)`: shorter side -> size, longer side int()-truncated."""
+    """(W, H) after torchvision `Resize(size)`: shorter side -> size, longer side truncated."""
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = size, int(size * long / short)
     return (new_short, new_long) if width <= height else (new_long, new_short)
@@ -29,7 +29,7 @@ def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
     """RGB PIL image of any size -> RGB PIL image of size x size."""
     target = resized_size(image.width, image.height, size)
     if target != image.size:
-        image = image.resize(target, Image.BILINEAR)
+        image = image.resize(target, Image.Resampling.BILINEAR)
     return image.crop(center_crop_box(image.width, image.height, size))
 
 
