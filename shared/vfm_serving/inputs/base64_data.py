@@ -1,4 +1,9 @@
-"""Base64 and data-URL decoding."""
+"""Base64 and data-URL decoding, in the forms people send.
+
+Accepted: standard (`+/`) or URL-safe (`-_`) alphabet, with or without `=` padding, whitespace
+anywhere (line-wrapped MIME output), raw or as a `data:<type>[;params];base64,` URL.
+Refused: any other character, padding in the middle, a length no padding can complete.
+"""
 
 import base64
 import binascii
@@ -7,9 +12,10 @@ from typing import Optional, Tuple
 
 from vfm_serving.errors import ImageTooLarge, InvalidBase64
 
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,",
-                       re.IGNORECASE)
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)"
+                       r";base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
+_URL_SAFE = str.maketrans("-_", "+/")
 
 
 def split_data_url(text: str) -> Tuple[Optional[str], str]:
@@ -27,7 +33,8 @@ def split_data_url(text: str) -> Tuple[Optional[str], str]:
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes:
-    """Decode standard base64 (whitespace tolerated, padding required), or a base64 data URL.
+    """Decode base64 (standard or URL-safe alphabet, padded or not, whitespace tolerated), or a
+    base64 data URL.
 
     Raises:
         InvalidBase64: not a string, empty, or not valid base64.
@@ -42,8 +49,12 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
     # 4 base64 chars carry 3 bytes: reject before allocating the decoded copy.
     if len(payload) // 4 * 3 > max_bytes + 3:
         raise ImageTooLarge(f"encoded image is larger than the limit of {max_bytes} bytes")
+    payload = payload.translate(_URL_SAFE)
+    unpadded = payload.rstrip("=")
+    if len(unpadded) % 4 == 1 or len(payload) - len(unpadded) > 2:
+        raise InvalidBase64("image is not valid base64: its length fits no padding")
     try:
-        data = base64.b64decode(payload, validate=True)
+        data = base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidBase64(f"image is not valid base64: {exc}") from None
     if len(data) > max_bytes:
