@@ -146,27 +146,24 @@ class BaseClient:
             RunError: the server rejected the key / URL, or the first request got no answer.
         """
         todo = list(range(len(prepared)) if indices is None else indices)
-        ready: List[int] = []
-        for i in todo:
-            entry = prepared[i]
-            if isinstance(entry, ItemError):
-                if on_done:
-                    on_done(1)
-                yield [i], {i: Outcome(error=entry)}
-            else:
-                ready.append(i)
-        items = [prepared[i] for i in ready]
-        groups = [self._group(it) for it in items]  # type: ignore[arg-type]
-        sizes = [self._size(it) for it in items]  # type: ignore[arg-type]
-        chunks = plan_chunks(ready, sizes, groups, self.max_items, self.max_bytes)
+        # Inputs that are already errors ride along in their own chunks (no request), so
+        # every outcome comes back in input order.
+        groups = [self._group(p) if isinstance(p, ImageItem) else "\0error"
+                  for p in (prepared[i] for i in todo)]
+        sizes = [self._size(p) if isinstance(p, ImageItem) else 0
+                 for p in (prepared[i] for i in todo)]
+        chunks = plan_chunks(todo, sizes, groups, self.max_items, self.max_bytes)
+        probe = next((n for n, c in enumerate(chunks)
+                      if isinstance(prepared[c[0]], ImageItem)), len(chunks))
         log.info("%s: %d items in %d requests (<= %d items, <= %d bytes each), concurrency %d",
-                 self.api, len(ready), len(chunks), self.max_items, self.max_bytes,
-                 self.concurrency)
+                 self.api, sum(isinstance(prepared[i], ImageItem) for i in todo),
+                 sum(isinstance(prepared[c[0]], ImageItem) for c in chunks), self.max_items,
+                 self.max_bytes, self.concurrency)
 
         def send(chunk: List[int], probe: bool) -> Dict[int, Outcome]:
             return self._send_chunk(prepared, chunk, options, probe)
 
-        yield from run_chunks(chunks, send, self.concurrency, on_done)
+        yield from run_chunks(chunks, send, self.concurrency, on_done, probe)
 
     def _send_chunk(self, prepared: Sequence[Prepared], chunk: List[int],
                     options: Dict[str, Any], probe: bool) -> Dict[int, Outcome]:
@@ -174,7 +171,9 @@ class BaseClient:
         entries: List[Entry] = []
         for i in chunk:
             item = prepared[i]
-            assert isinstance(item, ImageItem)
+            if isinstance(item, ItemError):
+                out[i] = Outcome(error=item)
+                continue
             try:
                 entries.append(Entry(i, self._group(item), self._payload(item, options)))
             except OSError as exc:

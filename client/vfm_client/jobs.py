@@ -1,6 +1,6 @@
 """Split a job into requests under item and byte caps, and run them with bounded concurrency.
 
-Chunks are consecutive runs of items (so results come back in input order). The first chunk is
+Chunks are consecutive runs of items (so results come back in input order). The first request is
 sent alone: it settles the encoding negotiation and fails the run fast on a wrong URL or key;
 the rest run on `concurrency` threads with at most `2 * concurrency` chunks submitted ahead of
 the one being yielded (memory stays bounded by the in-flight requests).
@@ -54,38 +54,40 @@ def plan_chunks(indices: Sequence[int], sizes: Sequence[int], groups: Sequence[s
 
 
 def run_chunks(chunks: List[Chunk], send: SendFn, concurrency: int,
-               on_done: Optional[Callable[[int], None]] = None
+               on_done: Optional[Callable[[int], None]] = None, probe: int = 0
                ) -> Iterator[Tuple[Chunk, Dict[int, Outcome]]]:
     """Yield `(chunk, outcomes)` for every chunk, in chunk order.
 
-    `send(chunk, probe)` returns one Outcome per index; `probe` is True for the first chunk
-    (a transport failure there is a RunError, not item errors). `on_done(n)` is called with the
-    number of items finished (progress bars).
+    `send(chunk, probe)` returns one Outcome per index. Chunks up to index `probe` (the first
+    that sends a request) run one by one with `probe=True` for that one (a transport failure
+    there is a RunError, not item errors); the rest run on `concurrency` threads. `on_done(n)`
+    is called with the number of items finished (progress bars).
 
     Raises:
         whatever `send` raises (RunError for a rejected key / wrong URL): pending chunks are
         cancelled.
     """
-    if not chunks:
-        return
-    first = send(chunks[0], True)
-    if on_done:
-        on_done(len(chunks[0]))
-    yield chunks[0], first
-    rest = chunks[1:]
+    head = chunks[:probe + 1]
+    for n, chunk in enumerate(head):
+        outcomes = send(chunk, n == probe)
+        if on_done:
+            on_done(len(chunk))
+        yield chunk, outcomes
+    rest = chunks[probe + 1:]
     if not rest:
         return
     window = 2 * max(1, concurrency)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, concurrency),
                                                  thread_name_prefix="vfm-send")
-    futures: List["concurrent.futures.Future[Dict[int, Outcome]]"] = []
+    futures: List[Optional["concurrent.futures.Future[Dict[int, Outcome]]"]] = []
     try:
         for i, chunk in enumerate(rest):
             while len(futures) < min(len(rest), i + window):
-                nxt = rest[len(futures)]
-                futures.append(pool.submit(send, nxt, False))
-            outcomes = futures[i].result()
-            futures[i] = None  # type: ignore[call-overload]  # free the results
+                futures.append(pool.submit(send, rest[len(futures)], False))
+            future = futures[i]
+            assert future is not None
+            outcomes = future.result()
+            futures[i] = None  # free the results
             if on_done:
                 on_done(len(chunk))
             yield chunk, outcomes

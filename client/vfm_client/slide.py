@@ -9,7 +9,8 @@ Geometry (all exact integer arithmetic on the chosen level's pixel grid):
   a tile's level-0 corner is (round(i * read_px * ds), round(j * read_px * ds)) and it spans
   size = round(read_px * ds) level-0 pixels; its effective mpp is read_px * ds * slide_mpp /
   tile_px (equal to the target when the pyramid has the exact level).
-Tissue: a thumbnail (8 px per tile side, long side <= 4096) is converted to HSV; pixels whose
+Tissue: a thumbnail (>= 8 px per tile side or a long side of 1024, whichever is larger; long
+side <= 4096) is converted to HSV; pixels whose
 saturation is above max(Otsu's threshold, min_saturation) are tissue; a tile is kept when at least
 `min_tissue` of its thumbnail footprint is tissue.
 """
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 LEVEL_TOLERANCE = 0.01
 THUMBNAIL_PX_PER_TILE = 8
+THUMBNAIL_MIN_SIDE = 1024
 THUMBNAIL_MAX_SIDE = 4096
 MPP_PROPERTIES = (("openslide.mpp-x", "openslide.mpp-y"), ("tiffslide.mpp-x", "tiffslide.mpp-y"))
 
@@ -197,9 +199,13 @@ def read_tile(slide: Slide, geometry: TileGeometry, x: int, y: int) -> Image.Ima
 
 def thumbnail_size(width: int, height: int, tile_size: int,
                    px_per_tile: int = THUMBNAIL_PX_PER_TILE,
+                   min_side: int = THUMBNAIL_MIN_SIDE,
                    max_side: int = THUMBNAIL_MAX_SIDE) -> Tuple[int, int]:
-    """(w, h) of the tissue thumbnail: `px_per_tile` pixels per tile side, long side capped."""
-    downsample = max(1.0, tile_size / px_per_tile, max(width, height) / max_side)
+    """(w, h) of the tissue thumbnail: at least `px_per_tile` pixels per tile side or a long
+    side of `min_side` (whichever is larger), at most `max_side`, never above level 0."""
+    long_side = max(width, height)
+    downsample = min(tile_size / px_per_tile, long_side / min_side)
+    downsample = max(1.0, downsample, long_side / max_side)
     return max(1, int(round(width / downsample))), max(1, int(round(height / downsample)))
 
 
