@@ -136,13 +136,15 @@ def decode_rgb(data: bytes, settings: ServingSettings, *,
     return image
 
 
-def draft_for(image: Image.Image, target_side: int) -> float:
+def draft_for(image: Image.Image, target_side: int,
+              margin: float = REDUCED_DECODE_MARGIN) -> float:
     """Ask a JPEG's decoder for the smallest DCT scale (1, 1/2, 1/4, 1/8) that keeps the shorter
-    side >= `REDUCED_DECODE_MARGIN * target_side`. Call before `load()`. Returns the scale."""
+    side >= `margin * target_side`. Call before `load()`. Returns the reduction factor (1 = full
+    decode, 2/4/8 otherwise)."""
     if not isinstance(image, JpegImagePlugin.JpegImageFile):
         return 1.0
     width, height = image.size
-    need = REDUCED_DECODE_MARGIN * target_side
+    need = margin * target_side
     scale = 1
     while scale < 8 and min(width, height) / (scale * 2) >= need:
         scale *= 2
