@@ -8,10 +8,14 @@ started with every heavy ML module its requirements do not name hidden
 
 Only direct requirements count as provided, so the check is stricter than the image (Derm's image
 gets keras as a dependency of tensorflow, yet keras is hidden here): a pass is conclusive.
+
+Also here: `make push-check` (tools/push_check.py) itself, which resolves each image's requirements
+against PyPI as the image build does (network: PyPI only, about 2 minutes).
 """
 
 import base64
 import io
+import json
 import math
 import subprocess
 import sys
@@ -24,6 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
 
+from tools import push_check
 from tools.loopback_main import BLOCK_ANNOUNCEMENT, BLOCKED_MODULES_ENV
 from tools.manifest import load_manifest, resolve_example
 
@@ -146,3 +151,45 @@ def test_truss_serves_with_only_its_own_heavy_modules(name, truss_server_factory
     response = server.predict(request)
     assert response.status_code == 200, f"{response.text[:2000]}\n{server.logs()[-5000:]}"
     RESPONSE_CHECKS[name](request, response.json())
+
+
+def test_push_check_checks_builds_from_other_indexes_as_their_pypi_release(tmp_path):
+    source = tmp_path / "requirements.txt"
+    source.write_text("# comment\n--extra-index-url https://download.pytorch.org/whl/cu126\n"
+                      "-i https://pypi.org/simple\ntorch==2.13.0+cu126\nnumpy==1.26.4  # pin\n")
+    out = tmp_path / "pypi.txt"
+    substituted = push_check.pypi_only(source, out)
+    assert substituted == [{"requirement": "torch==2.13.0+cu126", "checked_as": "torch==2.13.0",
+                            "indexes": "https://download.pytorch.org/whl/cu126"}]
+    assert out.read_text() == ("# comment\n-i https://pypi.org/simple\nnumpy==1.26.4  # pin\n"
+                               "torch==2.13.0\n")
+
+
+def test_push_check_reads_cuda_and_driver_from_the_resolution():
+    cu12 = {"tensorflow": "2.21.0", "nvidia-cuda-runtime-cu12": "12.9.79",
+            "nvidia-cudnn-cu12": "9.28.0.42"}
+    assert push_check.cuda_summary(cu12, []) == {
+        "tensorflow": "2.21.0", "cuda": "12.9", "cuda_runtime_wheel": "12.9.79",
+        "cudnn_wheel": "9.28.0.42", "cuda_source": "nvidia-* wheels of the resolution",
+        "min_driver": "525.60.13"}
+    cu13 = {"torch": "2.13.0", "nvidia-cuda-runtime": "13.0.96", "nvidia-cudnn-cu13": "9.20.0.48"}
+    assert push_check.cuda_summary(cu13, [])["min_driver"] == "580"
+    tagged = [{"requirement": "torch==2.13.0+cu126", "checked_as": "torch==2.13.0",
+               "indexes": "https://download.pytorch.org/whl/cu126"}]
+    summary = push_check.cuda_summary(cu13, tagged)
+    assert (summary["torch"], summary["cuda"], summary["min_driver"]) == (
+        "2.13.0+cu126", "12.6", "525.60.13")
+
+
+def test_push_check_resolves_every_truss_image(tmp_path):
+    """The real `make push-check`: every image resolves and needs only a CUDA 12 driver (>= 525)."""
+    report_path = tmp_path / "push_check.json"
+    assert push_check.main(["--report", str(report_path)]) == 0
+    trusses = json.loads(report_path.read_text())["trusses"]
+    assert set(trusses) == set(TRUSSES)
+    for name, entry in trusses.items():
+        assert entry["ok"], entry.get("conflict")
+        assert entry["image"]["min_driver"] == "525.60.13", (name, entry["image"])
+        heavy = blocked_for(name)
+        for framework in ("torch", "tensorflow"):
+            assert (framework in entry["image"]) == (framework not in heavy), (name, framework)

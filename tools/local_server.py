@@ -41,17 +41,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def build_context(truss_dir: Path, context: Path) -> Path:
+    """Write the Docker build context of `truss_dir` to `context` (must not exist); return it.
+
+    Raises:
+        subprocess.CalledProcessError: `truss image build-context` failed (e.g. invalid config).
+    """
+    truss_bin = Path(sys.executable).with_name("truss")
+    subprocess.run([str(truss_bin), "image", "build-context", "--non-interactive", str(context),
+                    str(truss_dir)], check=True, capture_output=True, text=True,
+                   env={**os.environ, "TRUSS_CHECK_FOR_UPDATES": "false"})
+    return context
+
+
 def build_server_dir(truss_dir: Path, work_dir: Path) -> Path:
     """Build the Docker context of `truss_dir` and lay it out as the image would; return the dir.
 
     Raises:
         subprocess.CalledProcessError: `truss image build-context` failed (e.g. invalid config).
     """
-    context = work_dir / "context"
-    truss_bin = Path(sys.executable).with_name("truss")
-    subprocess.run([str(truss_bin), "image", "build-context", "--non-interactive", str(context),
-                    str(truss_dir)], check=True, capture_output=True, text=True,
-                   env={**os.environ, "TRUSS_CHECK_FOR_UPDATES": "false"})
+    context = build_context(truss_dir, work_dir / "context")
     app = work_dir / "app"
     shutil.copytree(context / "server", app)
     for name in ("model", "data"):
