@@ -135,3 +135,18 @@ def test_stage_metrics_are_published(midnight):
     midnight.predict({"image_base64": "!!"})
     text = requests.get(f"{midnight.url}/metrics", timeout=10).text
     assert re.search(r'vfm_requests_total\{[^}]*code="invalid_base64"[^}]*\} 1\.0', text)
+
+
+def test_reduced_decode_of_large_jpegs_is_within_cosine_0999_of_full_decode(
+        truss_server_factory, midnight):
+    """Large JPEGs decoded at a reduced DCT scale (the default) vs full decode
+    (VFM_REDUCED_DECODE=0, bit-exact): the embeddings stay within cosine 0.999, both tasks."""
+    full = truss_server_factory("midnight", env={"VFM_REDUCED_DECODE": "0"})
+    large = [b64(encode(photo(name, (2400, 1800)), "JPEG", quality=90))
+             for name in ("astronaut", "coffee", "rocket")]
+    for task in ("classification", "segmentation"):
+        reduced = np.asarray(post(midnight, {"image_base64_list": large, "task": task})
+                             ["embeddings"])
+        exact = np.asarray(post(full, {"image_base64_list": large, "task": task})["embeddings"])
+        assert cosines(reduced, exact).min() >= 0.999, (task, cosines(reduced, exact))
+        assert not np.array_equal(reduced, exact)  # the reduced path really ran
