@@ -1,69 +1,119 @@
-"""Each Truss serves with only the heavy modules its own requirements.txt installs in its image.
+"""Each Truss serves with only the modules its image installs; `make push-check` passes.
 
-A Truss image installs the Truss server's requirements plus that Truss's `requirements.txt`, nothing
+A Truss image installs its own `requirements.txt` plus the Truss server's requirements, nothing
 else; this dev venv has everything. For each Truss of the root config.yaml the real Truss server is
-started with every heavy ML module its requirements do not name hidden
-(`VFM_BLOCKED_MODULES`, tools/loopback_main.py: imports fail, `find_spec` finds nothing), then
+started with every module of this venv that the image does not get hidden (`VFM_BLOCKED_MODULES`,
+tools/loopback_main.py: imports fail, `find_spec` and `importlib.metadata` find nothing), then
 `load()` runs and the manifest's first example must answer 200 with the API's response shape.
 
-Only direct requirements count as provided, so the check is stricter than the image (Derm's image
-gets keras as a dependency of tensorflow, yet keras is hidden here): a pass is conclusive.
+What the image gets is derived from its build context: the requirements of `user_requirements.txt`
+(the truss's) and `requirements.txt` (the server's) and, through this venv's package metadata,
+everything they depend on. A module is hidden unless one of those distributions (or the base
+image's pip / setuptools / wheel) provides it. Among the hidden: torch, transformers and
+safetensors for Derm; tensorflow and keras for Midnight and SAFE; scipy, scikit-image, pytest, ...
+wherever no requirement brings them.
 
 Also here: `make push-check` (tools/push_check.py) itself, which resolves each image's requirements
 against PyPI as the image build does (network: PyPI only, about 2 minutes).
 """
 
 import base64
+import functools
+import importlib.metadata
 import io
 import json
 import math
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Set
 
 import pytest
-import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
 
 from tools import push_check
-from tools.loopback_main import BLOCK_ANNOUNCEMENT, BLOCKED_MODULES_ENV
+from tools.local_server import build_context
+from tools.loopback_main import BLOCK_ANNOUNCEMENT, BLOCKED_MODULES_ENV, top_level_modules
 from tools.manifest import load_manifest, resolve_example
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUSSES = sorted(load_manifest()["trusses"])
-# Top-level modules of the heavy ML distributions (distribution name == module name for these).
 HEAVY_MODULES = frozenset({"torch", "transformers", "safetensors", "tensorflow", "keras"})
+# The base image's own tooling (it installs pip with get-pip.py): never hidden.
+BASE_IMAGE_DISTRIBUTIONS = frozenset({"pip", "setuptools", "wheel"})
+# An image distribution this venv has under another name (same release, same dependencies).
+DEV_BUILD_OF = {"tensorflow": "tensorflow-cpu"}
 
 
-def requirement_names(requirements_txt: Path) -> FrozenSet[str]:
-    """Canonical distribution names a pip requirements file asks for (options, comments skipped).
+def requirements_in(requirements_txt: Path) -> List[Requirement]:
+    """The requirements of a pip requirements file (options and comments skipped).
 
     Raises:
         InvalidRequirement: a line is neither a requirement, an option nor a comment.
     """
-    names = set()
+    found = []
     for line in requirements_txt.read_text().splitlines():
         line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith(("#", "-")):
+        if line and not line.startswith(("#", "-")):
+            found.append(Requirement(line))
+    return found
+
+
+def installed(name: str) -> importlib.metadata.Distribution:
+    """This venv's distribution for image distribution `name` (DEV_BUILD_OF applied).
+
+    Raises:
+        importlib.metadata.PackageNotFoundError: not installed here (e.g. nvidia-* CUDA wheels).
+    """
+    name = canonicalize_name(name)
+    try:
+        return importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.metadata.distribution(DEV_BUILD_OF.get(name, name))
+
+
+def dependency_closure(requirements: Iterable[Requirement]) -> Set[str]:
+    """Canonical names of the distributions `requirements` install, by this venv's metadata."""
+    seen: Set[str] = set()
+    todo = list(requirements)
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen:
             continue
-        names.add(canonicalize_name(Requirement(line).name))
-    return frozenset(names)
+        seen.add(name)
+        try:
+            dist = installed(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not in this venv, so it cannot be hidden either
+        extras = set(requirement.extras) or {""}
+        for line in dist.requires or []:
+            dependency = Requirement(line)
+            if dependency.marker is None or any(dependency.marker.evaluate({"extra": extra})
+                                                for extra in extras):
+                todo.append(dependency)
+    return seen
 
 
-def truss_requirements_file(name: str) -> Path:
-    """The truss's requirements_file, as its config.yaml names it."""
+@functools.lru_cache(maxsize=None)
+def hidden_for(name: str) -> FrozenSet[str]:
+    """Top-level modules of this venv that truss `name`'s image does not install."""
     folder = ROOT / load_manifest()["trusses"][name]["folder"]
-    config = yaml.safe_load((folder / "config.yaml").read_text())
-    return folder / config["requirements_file"]
-
-
-def blocked_for(name: str) -> FrozenSet[str]:
-    """Heavy modules that truss `name`'s own requirements.txt does not install."""
-    provided = requirement_names(truss_requirements_file(name))
-    return frozenset(m for m in HEAVY_MODULES if canonicalize_name(m) not in provided)
+    with tempfile.TemporaryDirectory(prefix=f"readiness-{name}-") as tmp:
+        context = build_context(folder, Path(tmp) / "context")
+        requirements = (requirements_in(context / "user_requirements.txt")
+                        + requirements_in(context / "requirements.txt"))
+    provided: Set[str] = set()
+    for dist_name in dependency_closure(requirements) | BASE_IMAGE_DISTRIBUTIONS:
+        try:
+            provided |= top_level_modules(installed(dist_name))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    everything = set().union(*(top_level_modules(d) for d in importlib.metadata.distributions()))
+    return frozenset(everything - provided)
 
 
 def check_midnight(request: Dict[str, Any], body: Dict[str, Any]) -> None:
@@ -102,10 +152,15 @@ RESPONSE_CHECKS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], None]] = {
     "midnight": check_midnight, "derm": check_derm, "safe_detector": check_safe_detector}
 
 
-def test_requirements_parsing_finds_what_each_truss_installs():
-    assert blocked_for("midnight") == {"tensorflow", "keras"}
-    assert blocked_for("safe_detector") == {"tensorflow", "keras"}
-    assert blocked_for("derm") == {"torch", "transformers", "safetensors", "keras"}
+def test_hidden_modules_follow_each_image_s_requirements():
+    assert HEAVY_MODULES & hidden_for("midnight") == {"tensorflow", "keras"}
+    assert HEAVY_MODULES & hidden_for("safe_detector") == {"tensorflow", "keras"}
+    # keras comes with tensorflow (a dependency), so Derm's image has it.
+    assert HEAVY_MODULES & hidden_for("derm") == {"torch", "transformers", "safetensors"}
+    for name in TRUSSES:
+        hidden = hidden_for(name)
+        assert {"pytest", "truss", "gcp_storage_emulator", "mypy"} <= hidden, name
+        assert not {"numpy", "PIL", "requests", "uvicorn", "fastapi", "google"} & hidden, name
 
 
 def test_every_manifest_truss_has_a_response_check():
@@ -115,9 +170,11 @@ def test_every_manifest_truss_has_a_response_check():
 def test_blocked_module_cannot_be_imported_or_found(tmp_path):
     """The real entry point: a main.py run by loopback_main under the block."""
     (tmp_path / "main.py").write_text(
-        "import importlib.util, json\n"
+        "import importlib.metadata, importlib.util, json\n"
         "result = {'spec': importlib.util.find_spec('torch') is None,\n"
-        "          'json_ok': json.dumps([1]) == '[1]'}\n"
+        "          'json_ok': json.dumps([1]) == '[1]',\n"
+        "          'dists': sorted(d.metadata['Name'] for d in importlib.metadata.distributions()\n"
+        "                          if d.metadata['Name'] in ('torch', 'safetensors', 'numpy'))}\n"
         "for name in ('torch', 'torch.nn', 'safetensors.torch'):\n"
         "    try:\n"
         "        __import__(name)\n"
@@ -130,8 +187,8 @@ def test_blocked_module_cannot_be_imported_or_found(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == (
-        '{"spec": true, "json_ok": true, "torch": "torch", "torch.nn": "torch", '
-        '"safetensors.torch": "safetensors"}')
+        '{"spec": true, "json_ok": true, "dists": ["numpy"], "torch": "torch", '
+        '"torch.nn": "torch", "safetensors.torch": "safetensors"}')
     assert f"{BLOCK_ANNOUNCEMENT} safetensors, torch" in run.stderr
 
 
@@ -143,8 +200,8 @@ def test_without_the_env_nothing_is_blocked(tmp_path):
 
 
 @pytest.mark.parametrize("name", TRUSSES)
-def test_truss_serves_with_only_its_own_heavy_modules(name, truss_server_factory):
-    blocked = blocked_for(name)
+def test_truss_serves_with_only_what_its_image_installs(name, truss_server_factory):
+    blocked = hidden_for(name)
     server = truss_server_factory(name, {BLOCKED_MODULES_ENV: ",".join(sorted(blocked))})
     assert f"{BLOCK_ANNOUNCEMENT} {', '.join(sorted(blocked))}" in server.logs()
     request = resolve_example(load_manifest()["trusses"][name]["examples"][0]["request"])
@@ -190,6 +247,5 @@ def test_push_check_resolves_every_truss_image(tmp_path):
     for name, entry in trusses.items():
         assert entry["ok"], entry.get("conflict")
         assert entry["image"]["min_driver"] == "525.60.13", (name, entry["image"])
-        heavy = blocked_for(name)
         for framework in ("torch", "tensorflow"):
-            assert (framework in entry["image"]) == (framework not in heavy), (name, framework)
+            assert (framework in entry["image"]) == (framework not in hidden_for(name))

@@ -7,10 +7,11 @@ and then executes the unmodified main.py. Run from the laid-out server directory
 
 Import blocking: with `VFM_BLOCKED_MODULES=torch,transformers` (comma-separated top-level module
 names) those modules and their submodules are hidden before anything else is imported, exactly as
-if they were not installed: `import torch` raises ModuleNotFoundError and
-`importlib.util.find_spec("torch")` returns None (the availability probe transformers and
-TensorFlow use). A server that loads and predicts under the block imports nothing from them, so
-a Truss image without those packages can serve it (tests/test_push_readiness.py).
+if they were not installed: `import torch` raises ModuleNotFoundError,
+`importlib.util.find_spec("torch")` returns None, and `importlib.metadata` no longer finds a
+distribution that installs a blocked module (transformers, TensorFlow and torch probe optional
+packages these ways). A server that loads and predicts under the block imports nothing
+from them, so a Truss image without those packages can serve it (tests/test_push_readiness.py).
 """
 
 import importlib.abc
@@ -19,12 +20,14 @@ import os
 import runpy
 import sys
 from importlib.machinery import ModuleSpec
+from importlib.metadata import Distribution
 from types import ModuleType
-from typing import Any, FrozenSet, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Iterator, Optional, Sequence, Set, Tuple
 
 BLOCKED_MODULES_ENV = "VFM_BLOCKED_MODULES"
 BLOCK_ANNOUNCEMENT = "loopback_main: blocking imports of"
 log = logging.getLogger("loopback_main")
+_DIST_BLOCKED: Dict[str, bool] = {}  # distribution metadata path -> hidden
 
 
 def blocked_modules_from_env(value: Optional[str]) -> FrozenSet[str]:
@@ -40,8 +43,23 @@ def blocked_modules_from_env(value: Optional[str]) -> FrozenSet[str]:
     return names
 
 
+def top_level_modules(dist: Distribution) -> Set[str]:
+    """Importable top-level names a distribution installs (top_level.txt, else its file list)."""
+    listed = dist.read_text("top_level.txt")
+    names: Set[str] = set(listed.split()) if listed else set()
+    if not listed:
+        for file in dist.files or []:
+            parts = file.parts
+            if len(parts) > 1 and not parts[0].endswith((".dist-info", ".data")):
+                names.add(parts[0])
+            elif len(parts) == 1 and file.suffix in (".py", ".so"):
+                names.add(parts[0].split(".")[0])
+    return {name for name in names if name.isidentifier()}
+
+
 class _HidingFinder(importlib.abc.MetaPathFinder):
-    """Wraps one `sys.meta_path` finder; finds nothing for a blocked module or its submodules."""
+    """Wraps one `sys.meta_path` finder; finds nothing for a blocked module or its submodules,
+    and no distribution that installs a blocked top-level module."""
 
     def __init__(self, finder: Any, blocked: FrozenSet[str], reported: Set[str]) -> None:
         self._finder = finder
@@ -58,6 +76,17 @@ class _HidingFinder(importlib.abc.MetaPathFinder):
             return None
         find_spec = getattr(self._finder, "find_spec", None)
         return find_spec(fullname, path, target) if find_spec is not None else None
+
+    def find_distributions(self, *args: Any, **kwargs: Any) -> Iterator[Distribution]:
+        find = getattr(self._finder, "find_distributions", None)
+        found: Iterable[Distribution] = find(*args, **kwargs) if find is not None else ()
+        for dist in found:
+            key = str(getattr(dist, "_path", id(dist)))
+            if key not in _DIST_BLOCKED:
+                modules = top_level_modules(dist)
+                _DIST_BLOCKED[key] = not modules.isdisjoint(self._blocked)
+            if not _DIST_BLOCKED[key]:
+                yield dist
 
     def invalidate_caches(self) -> None:
         invalidate = getattr(self._finder, "invalidate_caches", None)
