@@ -143,6 +143,9 @@ class ResumableTable:
         """Flush, merge everything into `out`, remove the parts. Returns (ok rows, failed rows).
         """
         self.flush()
+        if self._sources == [self.out]:  # nothing new: leave the file as it is
+            errors = pq.read_table(self.out, columns=["error"]).column("error")
+            return errors.null_count, len(errors) - errors.null_count
         winners = self._winners()
         tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
         succeeded = failed = 0

@@ -5,7 +5,9 @@ ordinary, resumable `vfm slide` command for one slide, writing `OUT_DIR/<slide s
 
     python -m vfm_client.recipes.dask_slides --url URL --out-dir DIR SLIDE...            # local
     python -m vfm_client.recipes.dask_slides --scheduler tcp://sched:8786 --url URL \\
-        --out-dir /shared/out /shared/slides/*.svs                                        # cluster
+        --out-dir /shared/out /shared/slides/*.svs -- --mpp 0.5 --concurrency 8          # cluster
+
+Arguments after `--` are passed to every `vfm slide` command.
 
 On a cluster, every worker needs `pip install 'vfm-client[slide]'`, the slides and OUT_DIR at
 the same paths (a shared filesystem), and BASETEN_API_KEY in its environment (the key is never
@@ -83,7 +85,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", action="store_true",
                         help="local cluster of threads instead of processes")
     parser.add_argument("slides", nargs="+", metavar="SLIDE")
-    args, extra = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    extra = argv[split + 1:]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cluster = None
     if args.scheduler:
