@@ -71,8 +71,9 @@ class Proxy:
     Records every POST (arrival time, headers, parsed JSON body). `script` is consumed one
     action per request: "pass", "drop" (read the request, close the socket, no answer),
     (status, headers) or (status, headers, body) (answer that status with that JSON body, by
-    default an error body), ("delay", seconds) (wait, then pass). When it is empty, `default` applies ("pass" unless set). `rule(body)` may
-    return an action for a request too (checked after the script).
+    default an error body), ("delay", seconds) (wait, then pass). When it is empty, `default`
+    applies ("pass" unless set). `rule(body)` may return an action for a request too (checked
+    after the script).
     """
 
     def __init__(self, upstream: str) -> None:

@@ -88,7 +88,7 @@ def test_derm_parameters_choose_the_encoding(truss_server_factory):
     plain = post(derm, {"instances": instances})
     compact = post(derm, {"instances": instances, "parameters": {
         "encoding_format": "base64", "embedding_dtype": "float16", "other": 1}})
-    for p, c in zip(plain["predictions"][:2], compact["predictions"][:2]):
+    for p, c in zip(plain["predictions"][:2], compact["predictions"][:2], strict=True):
         expected = np.asarray(p["embedding"], dtype=np.float32).astype(np.float16)
         got = np.frombuffer(base64.b64decode(c["embedding"]), "<f2")
         np.testing.assert_array_equal(got, expected)
@@ -119,7 +119,7 @@ def test_concurrent_single_image_requests_are_merged_and_exact(midnight):
         bodies = list(pool.map(lambda t: post(midnight, {"image_base64": t}), tiles))
     passes = metric_sum(midnight, "vfm_forward_batch_size_count") - passes_before
     items = metric_sum(midnight, "vfm_forward_batch_size_sum") - items_before
-    for body, expected in zip(bodies, alone):
+    for body, expected in zip(bodies, alone, strict=True):
         np.testing.assert_allclose(np.asarray(body["embeddings"][0]), expected, atol=1e-5)
     assert items == len(tiles)
     assert passes < len(tiles), f"{passes} forward passes for {len(tiles)} concurrent images"
