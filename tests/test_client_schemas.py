@@ -31,6 +31,12 @@ def test_schema_files_are_valid_and_published(name):
     assert schema == schemas.load_schema(name)  # the package ships the published files
 
 
+def test_readme_shows_the_midnight_request_schema_as_published():
+    readme = (ROOT / "README.md").read_text()
+    after = readme.split("`schemas/midnight.request.schema.json`:\n\n```json\n", 1)[1]
+    assert json.loads(after.split("\n```", 1)[0]) == schemas.load_schema("midnight.request")
+
+
 def test_manifest_examples_validate():
     from tools.manifest import load_manifest, resolve_example
     apis = {"midnight": "midnight", "derm": "derm", "safe_detector": "safe"}
