@@ -332,7 +332,7 @@ def cmd_render_pca(args: argparse.Namespace) -> int:
         with Image.open(plain) as thumb:
             picture = slide_pca_picture(
                 thumb, [(r["x"], r["y"]) for r in done], settings["size"],
-                tuple(settings["slide_dimensions"]),  # type: ignore[arg-type]
+                tuple(settings["slide_dimensions"]),
                 np.asarray([r["embedding"] for r in done], dtype=np.float32))
         picture.save(args.out)
         log.info("PCA map of %d tiles over the thumbnail -> %s", len(done), args.out)

@@ -51,7 +51,7 @@ class SafeClient(BaseClient):
         outcome = next(iter(self.iter_detections([image])))[1]
         if outcome.error is not None:
             raise PartialFailureError([outcome], 1, 1)
-        return outcome.value  # type: ignore[no-any-return]
+        return outcome.value
 
     def iter_detections(self, images: Sequence[Any], indices: Optional[Sequence[int]] = None,
                         on_done: Optional[Callable[[int], None]] = None

@@ -65,11 +65,11 @@ class Slide:
 
     @property
     def dimensions(self) -> Tuple[int, int]:
-        return tuple(self._handle.dimensions)  # type: ignore[return-value]
+        return tuple(self._handle.dimensions)
 
     @property
     def level_dimensions(self) -> List[Tuple[int, int]]:
-        return [tuple(d) for d in self._handle.level_dimensions]  # type: ignore[misc]
+        return [tuple(d) for d in self._handle.level_dimensions]
 
     @property
     def level_downsamples(self) -> List[float]:
