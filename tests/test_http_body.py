@@ -11,13 +11,21 @@ import time
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vfm_serving import errors
 from vfm_serving.errors import safe_text
-from vfm_serving.http.body import MAX_NUMBER_CHARS, check_depth, parse_content_type, read_body
+from vfm_serving.http.body import (
+    INT_MAX,
+    INT_MIN,
+    MAX_NUMBER_CHARS,
+    check_depth,
+    parse_content_type,
+    read_body,
+)
 from vfm_serving.settings import ServingSettings
 
 SETTINGS = ServingSettings(max_request_bytes=1_000_000, max_json_depth=32)
@@ -33,8 +41,10 @@ def code_of(raw: bytes, content_type: Any = JSON, settings: ServingSettings = SE
 
 
 def encodable(value: Any) -> None:
-    """Strict JSON (no NaN) in strict UTF-8: what an error or echo of the value would need."""
+    """Strict JSON (no NaN) in strict UTF-8, and by orjson (64-bit integers, valid UTF-8): what
+    a response echoing the value needs."""
     json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    orjson.dumps(value)
 
 
 # --- content types ------------------------------------------------------------------------------
@@ -140,9 +150,10 @@ def test_numbers() -> None:
     body = read_body(b'{"i": -123, "f": 1.5e300, "z": 0.0, "t": 1e-400, "b": 12345678901234567890}',
                      JSON, SETTINGS)
     assert body == {"i": -123, "f": 1.5e300, "z": 0.0, "t": 0.0, "b": 12345678901234567890}
-    ok = "9" * MAX_NUMBER_CHARS
-    assert read_body(f"[{ok}]".encode(), JSON, SETTINGS) == [int(ok)]
-    for raw in (b"[" + b"9" * (MAX_NUMBER_CHARS + 1) + b"]", b"[" + b"1" * 5000 + b"]",
+    edges = [-(2 ** 63), 2 ** 64 - 1, 10 ** 18, -(10 ** 18)]
+    assert read_body(json.dumps(edges).encode(), JSON, SETTINGS) == edges
+    for raw in (b"[18446744073709551616]", b"[-9223372036854775809]", b"[" + b"9" * 30 + b"]",
+                b"[" + b"9" * (MAX_NUMBER_CHARS + 1) + b"]", b"[" + b"1" * 5000 + b"]",
                 b'{"a": -' + b"7" * 100_000 + b"}", b"[1e400]", b"[-1e309]",
                 b"[" + b"1" * 60 + b"." + b"1" * 60 + b"]", b"[0." + b"0" * 200 + b"1]"):
         assert code_of(raw) == "number_too_large", raw[:20]
@@ -266,7 +277,7 @@ def _plain(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value) and len(repr(value)) <= MAX_NUMBER_CHARS
     if isinstance(value, int) and not isinstance(value, bool):
-        return len(str(value)) <= MAX_NUMBER_CHARS
+        return INT_MIN <= value <= INT_MAX
     if isinstance(value, str):
         return not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
     if isinstance(value, list):

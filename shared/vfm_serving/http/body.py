@@ -13,7 +13,8 @@ and every error message can encode it, or raises a ServingError subclass with a 
 
 Limits: `settings.max_request_bytes` (413 `request_too_large`), nesting deeper than
 `settings.max_json_depth` (`json_too_deep`, found by a scan of the text *before* the JSON parser
-recurses), number literals longer than `MAX_NUMBER_CHARS` or overflowing a double
+recurses), number literals longer than `MAX_NUMBER_CHARS`, integers outside the 64-bit range
+(`INT_MIN`..`INT_MAX`, what msgpack and orjson can carry) or floats overflowing a double
 (`number_too_large`), NaN/Infinity refused. Duplicate object keys: the last one wins (as `json`).
 Strings must be valid Unicode: a `\\ud800` escape without its pair is `invalid_utf8`.
 
@@ -47,6 +48,8 @@ from vfm_serving.settings import ServingSettings
 # Longest number literal accepted (sign, digits, point, exponent). A double has 17 significant
 # digits; 100 characters leave room for any honest value and keep int() parsing trivially cheap.
 MAX_NUMBER_CHARS = 100
+# Integers a response can echo: int64 .. uint64 (orjson's and msgpack's range).
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 64 - 1
 
 JSON_TYPES = frozenset({"application/json", "text/json", "text/plain",
                         "application/x-www-form-urlencoded"})
@@ -61,7 +64,8 @@ _BRACKETS = re.compile(r'(?>"[^"\\]*+(?:\\.[^"\\]*+)*+"?|[^"\[\]{}]++)*+([\[\]{}
 _DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as int8: +1, +1, -1, -1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_LONG_DIGITS = re.compile("[0-9]{%d,}" % (MAX_NUMBER_CHARS + 1))
+# 19+ digit runs may leave the 64-bit range: only then do integers go through the checking hook.
+_LONG_DIGITS = re.compile("[0-9]{19,}")
 
 
 def read_body(raw: bytes, content_type: Optional[str], settings: ServingSettings) -> Any:
@@ -116,7 +120,7 @@ def _read_json(raw: bytes, max_depth: int) -> Any:
     """Strict UTF-8 JSON: the depth scan first, then the C parser with cheap number guards.
 
     Fast paths keep a typical body at `json.loads` speed: integers go through the C parser
-    unless the text has a digit run longer than `MAX_NUMBER_CHARS` (then a checking hook runs);
+    unless the text has a digit run of 19+ digits (then a range-checking hook runs);
     the string walk for lone surrogates runs only when the text has a `\\uD8..`-`\\uDF..` escape.
     """
     if raw.startswith(_BOM):
@@ -164,7 +168,10 @@ def _parse_int(literal: str) -> int:
     if len(literal) > MAX_NUMBER_CHARS:
         raise NumberTooLarge(f"a number in the request has {len(literal)} characters; the limit "
                              f"is {MAX_NUMBER_CHARS}")
-    return int(literal)
+    value = int(literal)
+    if not INT_MIN <= value <= INT_MAX:
+        raise NumberTooLarge(f"integer {literal} is outside the 64-bit range")
+    return value
 
 
 def _parse_float(literal: str) -> float:
