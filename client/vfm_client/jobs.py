@@ -80,6 +80,7 @@ def run_chunks(chunks: List[Chunk], send: SendFn, concurrency: int,
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, concurrency),
                                                  thread_name_prefix="vfm-send")
     futures: List[Optional["concurrent.futures.Future[Dict[int, Outcome]]"]] = []
+    finished = False
     try:
         for i, chunk in enumerate(rest):
             while len(futures) < min(len(rest), i + window):
@@ -91,5 +92,7 @@ def run_chunks(chunks: List[Chunk], send: SendFn, concurrency: int,
             if on_done:
                 on_done(len(chunk))
             yield chunk, outcomes
+        finished = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # On an error or Ctrl-C, do not wait here for requests still in flight.
+        pool.shutdown(wait=finished, cancel_futures=True)
