@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from PIL import Image
-from vfm_client.pictures import footprint, overlay
-from vfm_client.safe import LABELS
 
 from client_helpers import png, run_vfm, shared_server, write_slide
+from vfm_client.pictures import footprint, overlay
+from vfm_client.safe import LABELS
 
 
 @pytest.fixture(scope="module")

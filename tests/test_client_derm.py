@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from vfm_client import DermClient, RetryPolicy
 
 from client_helpers import Proxy, random_pngs, run_vfm
 from derm_helpers import GcsAuthFront, GcsEmulator, StandInReference
+from vfm_client import DermClient, RetryPolicy
 
 TOKEN = "ya29.client-GOOD-token"
 PRIVATE, PUBLIC = "client-private", "client-public"

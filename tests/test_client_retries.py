@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import pytest
-from vfm_client import MidnightClient, RetryPolicy, RunError
-from vfm_client.transport import parse_retry_after
 
 from client_helpers import Proxy, b64, embed_direct, images_sent, random_pngs, shared_server
+from vfm_client import MidnightClient, RetryPolicy, RunError
+from vfm_client.transport import parse_retry_after
 
 FAST = RetryPolicy(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.05)
 

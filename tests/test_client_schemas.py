@@ -9,10 +9,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-from vfm_client import schemas
-from vfm_client.errors import SchemaError
 
 from client_helpers import b64, random_pngs, shared_server
+from vfm_client import schemas
+from vfm_client.errors import SchemaError
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [f"{api}.{kind}" for api in schemas.APIS for kind in schemas.KINDS] + ["error.response"]

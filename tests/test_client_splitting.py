@@ -9,10 +9,10 @@ import base64
 
 import numpy as np
 import pytest
-from vfm_client import MidnightClient
-from vfm_client.jobs import BODY_OVERHEAD, ITEM_OVERHEAD
 
 from client_helpers import Proxy, b64, embed_direct, images_sent, random_pngs, shared_server
+from vfm_client import MidnightClient
+from vfm_client.jobs import BODY_OVERHEAD, ITEM_OVERHEAD
 
 ATOL = 1e-5  # batched vs single-image forward passes may differ in the last bits
 

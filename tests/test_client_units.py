@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from vfm_client.cli import expand_inputs
 from vfm_client.errors import RunError
 from vfm_client.jobs import BODY_OVERHEAD, ITEM_OVERHEAD, plan_chunks
