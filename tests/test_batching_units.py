@@ -136,3 +136,15 @@ def test_encode_items_round_trips(fmt, dtype, code):
         decoded = np.stack([np.frombuffer(base64.b64decode(s), code).reshape(5, 2, 2)
                             for s in encoded])
         np.testing.assert_array_equal(decoded, values.astype(dtype))
+
+
+def test_skipped_array_items_stay_queued_and_the_worker_survives():
+    """Regression: queue entries holding numpy arrays were removed by value (ambiguous truth
+    value), which killed the worker when a cap made a pass skip an item."""
+    batcher = DynamicBatcher(lambda items: [a.sum() for a in items], max_batch_size=8,
+                             max_wait_s=0.1, name="t")
+    arrays = [np.full(3, i) for i in range(3)]
+    futures = [batcher.submit(a, cap) for a, cap in zip(arrays, [8, 1, 8], strict=True)]
+    assert [f.result(timeout=5)[0] for f in futures] == [0, 3, 6]
+    assert batcher.submit(np.ones(2)).result(timeout=5)[0] == 2
+    batcher.close()

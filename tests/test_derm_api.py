@@ -209,7 +209,7 @@ def test_batched_and_per_instance_give_the_same_embeddings(derm, derm_single, im
 
 def test_poison_image_in_a_batch_falls_back_to_single_calls(derm, images, reference):
     poison = poison_tiff()
-    names = ["astronaut_png", "coffee_jpeg", None, "chelsea_png", "rocket_jpeg"]
+    names = ["astronaut_png", "coffee_jpeg", None, "chelsea_png"]  # one pass of 4
     instances = [{"input_bytes": b64(images[n] if n else poison)} for n in names]
     body = predict_ok(derm, {"instances": instances})
     for name, prediction in zip(names, body["predictions"], strict=True):
@@ -220,8 +220,8 @@ def test_poison_image_in_a_batch_falls_back_to_single_calls(derm, images, refere
     meta = body["metadata"]
     # The pass of 4 holding the poison failed and was re-run one image at a time: its 3 good
     # neighbours were retried alone and still got their own embeddings.
-    assert (meta["succeeded"], meta["failed"]) == (4, 1)
-    assert meta["forward_passes"] == 2 and meta["retried_alone"] == 3
+    assert (meta["succeeded"], meta["failed"]) == (3, 1)
+    assert meta["forward_passes"] == 1 and meta["retried_alone"] == 3
 
 
 def test_instance_cap(derm, images):

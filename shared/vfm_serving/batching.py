@@ -56,7 +56,7 @@ class BatchInfo:
     size: int
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # identity: the queue removes exactly this entry
 class _Pending:
     item: Any
     cap: int

@@ -50,9 +50,13 @@ def error_response(err: BaseException, model: str) -> Response:
 
 
 def _scrub(value: Any) -> Any:
-    """Copy of `value` with every str made encodable (lone surrogates -> U+FFFD)."""
+    """Copy of `value` that orjson can encode: every str made valid UTF-8 (lone surrogates ->
+    U+FFFD), integers beyond 64 bits written as their decimal text."""
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and not -(2 ** 63) <= value < 2 ** 64:
+        return str(value)
     if isinstance(value, dict):
         return {_scrub(str(k)): _scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
