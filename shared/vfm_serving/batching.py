@@ -119,11 +119,20 @@ class DynamicBatcher:
         self._thread.join()
 
     def _run(self) -> None:
+        """Worker loop. A bug in a pass fails that pass's items (ModelError), never the worker:
+        a dead worker would leave every later request waiting forever."""
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._execute(batch)
+            try:
+                self._execute(batch)
+            except Exception:
+                log.exception("%s: batcher failed on a pass of %d items", self.name, len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_result((ModelError("internal error in the batcher"),
+                                                   BatchInfo(0, len(batch))))
 
     def _next_batch(self) -> Optional[List[_Pending]]:
         """Block for the next batch (arrival order, caps respected); None once closed and empty."""
