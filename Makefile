@@ -31,8 +31,10 @@ lint: setup
 push-check: setup
 	$(PY) -m tools.push_check
 
+# Throughput benchmark (issue 8): real Truss servers vs the bare forward pass, side by side;
+# writes bench/results/throughput.json and .png (~15 min on 2 quiet cores; not a test).
 bench: setup
-	$(PY) -m bench.midnight_batching
+	PYTHONPATH=shared $(PY) -m bench.throughput
 
 clean:
 	rm -rf .cache
