@@ -26,7 +26,7 @@ from vfm_client import schemas
 from vfm_client.errors import ItemError, RunError, SchemaError
 from vfm_client.images import ImageItem, to_item
 from vfm_client.jobs import plan_chunks, run_chunks
-from vfm_client.results import Outcome
+from vfm_client.results import Outcome, Results
 from vfm_client.transport import (
     FATAL_STATUSES,
     RETRY_STATUSES,
@@ -135,6 +135,32 @@ class BaseClient:
     def prepare(self, images: Sequence[Any]) -> List[Prepared]:
         """User inputs -> items (or an ItemError for inputs that cannot be images)."""
         return [to_item(obj, i) for i, obj in enumerate(images)]
+
+    def results(self, images: Sequence[Any], options: Dict[str, Any], progress: bool = False
+                ) -> Results:
+        """Run every image with `options`; each image's outcome, in input order (never raises for
+        one item; a progress bar when `progress`).
+
+        Raises:
+            RunError: unreachable server, rejected key / URL.
+        """
+        prepared = self.prepare(images)
+        outcomes: List[Outcome] = [Outcome() for _ in prepared]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(prepared), unit="img", desc=self.api)
+        try:
+            for _, chunk in self.iter_outcomes(prepared, options,
+                                               on_done=bar.update if bar else None):
+                for i, outcome in chunk.items():
+                    outcomes[i] = outcome
+        finally:
+            if bar:
+                bar.close()
+        labels = [p.label if isinstance(p, ImageItem) else str(images[i])[:200]
+                  for i, p in enumerate(prepared)]
+        return Results.from_outcomes(labels, outcomes)
 
     def iter_outcomes(self, prepared: Sequence[Prepared], options: Dict[str, Any],
                       indices: Optional[Sequence[int]] = None,

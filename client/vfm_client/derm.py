@@ -29,23 +29,7 @@ class DermClient(BaseClient):
         Raises:
             RunError: unreachable server, rejected key / URL.
         """
-        prepared = self.prepare(images)
-        outcomes: List[Outcome] = [Outcome() for _ in prepared]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=len(prepared), unit="img", desc="embed")
-        try:
-            for _, chunk in self.iter_outcomes(prepared, self.options(gcs_token),
-                                               on_done=bar.update if bar else None):
-                for i, outcome in chunk.items():
-                    outcomes[i] = outcome
-        finally:
-            if bar:
-                bar.close()
-        labels = [p.label if isinstance(p, ImageItem) else str(images[i])[:200]
-                  for i, p in enumerate(prepared)]
-        return Results.from_outcomes(labels, outcomes)
+        return self.results(images, self.options(gcs_token), progress)
 
     @staticmethod
     def options(gcs_token: Optional[str] = None) -> Dict[str, Any]:

@@ -51,20 +51,7 @@ class MidnightClient(BaseClient):
         """
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}")
-        prepared = self.prepare(images)
-        outcomes: List[Outcome] = [Outcome() for _ in prepared]
-        bar = _progress(len(prepared), progress)
-        try:
-            for _, chunk in self.iter_outcomes(prepared, self.options(task, batch_size),
-                                               on_done=bar.update if bar else None):
-                for i, outcome in chunk.items():
-                    outcomes[i] = outcome
-        finally:
-            if bar:
-                bar.close()
-        labels = [p.label if isinstance(p, ImageItem) else str(images[i])[:200]
-                  for i, p in enumerate(prepared)]
-        return Results.from_outcomes(labels, outcomes)
+        return self.results(images, self.options(task, batch_size), progress)
 
     @staticmethod
     def options(task: str = "classification", batch_size: Optional[int] = None
@@ -113,10 +100,3 @@ class MidnightClient(BaseClient):
     def _refuses_compact(self, reply: Reply, code: str, message: str) -> bool:
         return reply.status == 400 and code == "invalid_request" and (
             "encoding_format" in message or "embedding_dtype" in message)
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, unit="img", desc="embed")
