@@ -67,8 +67,7 @@ def test_labels_and_masks_agree_on_natural_and_edited_images(safe, tmp_path):
     and more than one label occurs, so the rule is exercised for more than one branch."""
     from tools.safe.synth import make_dataset
 
-    rows = make_dataset(tmp_path, photos=("astronaut", "coffee", "rocket"), crops=1, seed=3,
-                        val_fraction=0, test_fraction=0)
+    rows = make_dataset(tmp_path, photos=("astronaut", "coffee", "rocket"), crops=1, seed=3)
     labels = set()
     for row in rows:
         image = Image.open(tmp_path / row["image"])

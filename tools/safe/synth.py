@@ -1,20 +1,27 @@
-"""Make a labelled, masked set of manipulated images from real photos (scikit-image samples).
+"""Make a labelled, masked set of manipulated images from real photos of several sources.
 
-What the classes stand for here (honest: these are stand-ins for real generators and editors):
-- Natural: an untouched crop of the photo.
-- FullySynthesized: the whole crop "re-synthesized": downscaled 2-3x, upscaled back (generator-
-  like upsampling) with correlated low-resolution noise added. Mask = all ones.
-- LocallyEdited: one region (ellipse / rectangle / polygon, 8-30% of the image) replaced by
-  a splice from ANOTHER photo of the same split (resampled 0.5-0.75x or 1.4-2x, sometimes
-  JPEG-compressed), or locally blurred (Gaussian, sigma 1.5-3), or given extra noise (sigma 5-12).
-- LocallySynthesized: one region replaced by inpainting-like content: diffused fill from its
-  surroundings plus upsampled correlated noise texture.
+Photos come from tools/sample_photos.py (photos shipped inside PyPI wheels), split BY SOURCE
+PACKAGE: scikit-image -> train, mahotas + glymur -> val; `--evaluation` makes the independent
+evaluation set from scikit-learn, matplotlib and PyWavelets (never used for training).
+
+Per crop of a photo (optionally JPEG-compressed first, as a camera would), one image per method:
+- natural: the crop untouched (label Natural);
+- full: the whole crop "re-synthesized": downscaled 2-3x, upscaled, correlated noise
+  (FullySynthesized, mask all ones);
+- copy_move: a region of the SAME image pasted elsewhere, sometimes rotated (3-25 deg) and / or
+  scaled (0.85-1.2), edges hard or feathered (LocallyEdited; mask = the pasted target only);
+- splice: a region from ANOTHER photo of the same split, resampled 0.5-2x, sometimes
+  JPEG-compressed before, brightness matched or not, hard or feathered edges (LocallyEdited);
+- blur or noise (one of the two per crop): local Gaussian blur / added noise (LocallyEdited);
+- inpaint: an inpainting-like diffused fill with upsampled noise texture (LocallySynthesized).
+Then random post-processing of every image, the natural ones included, so that no trace is
+specific to one class: JPEG recompression (quality 65-95) and / or downscaling (0.6-0.9x).
 
 Output: OUT/images/*.png, OUT/masks/*.png (0/255, edited = 255), OUT/manifest.jsonl with
-{image, mask|null, label, source, split, method, donor}. Splits are assigned per source photo
-(tools/safe/splits.py); splice donors come from the same split, so no photo leaks.
+{image, mask|null, label, source (photo), package, split, method, donor}.
 
-    python -m tools.safe.synth --out .cache/safe/synth [--photos astronaut,coffee,...]
+    PYTHONPATH=shared python -m tools.safe.synth --out .cache/safe/synth
+    PYTHONPATH=shared python -m tools.safe.synth --out .cache/safe/evaluation --evaluation
 """
 
 import argparse
@@ -28,26 +35,18 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from tools.safe.splits import assign_splits
+from tools.sample_photos import EVALUATION_ONLY_SOURCES, photo_array, photos_of
 
 log = logging.getLogger(__name__)
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon",
-          "immunohistochemistry", "hubble_deep_field", "retina", "brick", "grass", "gravel",
-          "clock", "cell")
-LOCAL_EDITS = ("splice", "blur", "noise")
-
-
-def load_photo(name: str, short_side: int = 400) -> np.ndarray:
-    """scikit-image sample `name` as RGB uint8 [H, W, 3], downscaled to short side <= short_side."""
-    from skimage import data
-
-    image = Image.fromarray(getattr(data, name)()).convert("RGB")
-    scale = short_side / min(image.size)
-    if scale < 1:
-        image = image.resize((round(image.width * scale), round(image.height * scale)),
-                             Image.LANCZOS)
-    return np.asarray(image)
+SPLIT_OF_SOURCE = {"scikit-image": "train", "mahotas": "val", "glymur": "val",
+                   "scikit-learn": "test", "matplotlib": "test", "PyWavelets": "test"}
+TRAINING_SOURCES = ("scikit-image", "mahotas", "glymur")
+METHODS = ("natural", "full", "copy_move", "splice", "blur", "noise", "inpaint")
+LABEL_OF_METHOD = {"natural": "Natural", "full": "FullySynthesized", "copy_move": "LocallyEdited",
+                   "splice": "LocallyEdited", "blur": "LocallyEdited", "noise": "LocallyEdited",
+                   "inpaint": "LocallySynthesized"}
+PHOTO_SHORT_SIDE = 480
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator,
@@ -60,9 +59,10 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator,
     return photo[top:top + ch, left:left + cw].copy()
 
 
-def random_region(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Bool mask [h, w] of one ellipse / rectangle / polygon covering ~8-30% of the image."""
-    area = rng.uniform(0.08, 0.30) * h * w
+def random_region(h: int, w: int, rng: np.random.Generator,
+                  area_range: Tuple[float, float] = (0.06, 0.25)) -> np.ndarray:
+    """Bool mask [h, w] of one ellipse / rectangle / polygon covering `area_range` of the image."""
+    area = rng.uniform(*area_range) * h * w
     aspect = rng.uniform(0.6, 1.6)
     rh, rw = min(h - 2, np.sqrt(area * aspect)), min(w - 2, np.sqrt(area / aspect))
     top, left = rng.uniform(0, h - rh), rng.uniform(0, w - rw)
@@ -92,8 +92,8 @@ def _correlated_noise(h: int, w: int, sigma: float, factor: int,
                       rng: np.random.Generator) -> np.ndarray:
     """Noise drawn at 1/factor resolution and upsampled bicubically: [h, w, 3] float."""
     small = rng.normal(0, sigma, (max(2, h // factor), max(2, w // factor), 3)).astype(np.float32)
-    chans = [np.asarray(Image.fromarray(small[..., c], mode="F").resize((w, h), Image.BICUBIC))
-             for c in range(3)]
+    chans = [np.asarray(Image.fromarray(small[..., c], mode="F").resize(
+        (w, h), Image.Resampling.BICUBIC)) for c in range(3)]
     return np.stack(chans, axis=-1)
 
 
@@ -109,48 +109,37 @@ def full_resynthesis(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = img.shape[:2]
     factor = rng.uniform(2.0, 3.0)
     small = Image.fromarray(img).resize((max(8, round(w / factor)), max(8, round(h / factor))),
-                                        Image.BICUBIC)
-    up = np.asarray(small.resize((w, h), Image.BICUBIC)).astype(np.float32)
+                                        Image.Resampling.BICUBIC)
+    up = np.asarray(small.resize((w, h), Image.Resampling.BICUBIC)).astype(np.float32)
     up += _correlated_noise(h, w, rng.uniform(2.0, 4.0), 2, rng)
     return np.clip(up, 0, 255).astype(np.uint8)
 
 
-def local_edit(img: np.ndarray, mask: np.ndarray, method: str, rng: np.random.Generator,
-               donor: Optional[np.ndarray] = None) -> np.ndarray:
-    """Apply a LocallyEdited manipulation inside `mask` -> uint8 [H, W, 3].
+def local_edit(img: np.ndarray, mask: np.ndarray, method: str,
+               rng: np.random.Generator) -> np.ndarray:
+    """Local blur (sigma 1-3) or added noise (sigma 3-10) inside `mask` -> uint8 [H, W, 3].
 
-    Raises ValueError for an unknown method or a splice without donor.
+    Raises ValueError for another method.
     """
-    h, w = img.shape[:2]
     out = img.astype(np.float32)
     if method == "blur":
-        fill = _blur(img, rng.uniform(1.5, 3.0))
+        fill = _blur(img, rng.uniform(1.0, 3.0))
     elif method == "noise":
-        fill = out + rng.normal(0, rng.uniform(5, 12), out.shape)
-    elif method == "splice":
-        if donor is None:
-            raise ValueError("splice needs a donor photo")
-        factor = rng.choice([rng.uniform(0.5, 0.75), rng.uniform(1.4, 2.0)])
-        dh, dw = donor.shape[:2]
-        scaled = Image.fromarray(donor).resize((max(w, round(dw * factor)),
-                                                max(h, round(dh * factor))), Image.BICUBIC)
-        source = np.asarray(scaled)
-        if rng.random() < 0.5:
-            source = _jpeg(source, int(rng.integers(60, 86)))
-        top = int(rng.integers(0, source.shape[0] - h + 1))
-        left = int(rng.integers(0, source.shape[1] - w + 1))
-        fill = source[top:top + h, left:left + w].astype(np.float32)
+        fill = out + rng.normal(0, rng.uniform(3, 10), out.shape)
     else:
         raise ValueError(f"unknown local edit {method!r}")
     out[mask] = fill[mask]
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def local_resynthesis(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Inpainting-like LocallySynthesized region: diffused fill + correlated texture."""
+def local_resynthesis(img: np.ndarray, mask: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Inpainting-like LocallySynthesized region: diffused fill (a Gaussian wide enough to
+    reach the region's centre) + correlated texture."""
     h, w = img.shape[:2]
     keep = (~mask).astype(np.float32)[..., None]
-    sigma = rng.uniform(6, 12)
+    reach = float(ndimage.distance_transform_edt(mask).max())
+    sigma = max(rng.uniform(6, 12), 0.8 * reach)
     fill = _blur(img * keep, sigma) / np.maximum(_blur(np.repeat(keep, 3, -1), sigma), 1e-3)
     fill += _correlated_noise(h, w, rng.uniform(4, 8), int(rng.integers(3, 5)), rng)
     out = img.astype(np.float32)
@@ -158,57 +147,142 @@ def local_resynthesis(img: np.ndarray, mask: np.ndarray, rng: np.random.Generato
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def make_dataset(out: Path, *, photos: Tuple[str, ...] = PHOTOS, crops: int = 4,
-                 size_range: Tuple[int, int] = (256, 352), seed: int = 0,
-                 val_fraction: float = 0.2, test_fraction: float = 0.2) -> List[Dict]:
+def _feather(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blending weights [h, w, 1] in [0, 1]: the hard mask or a feathered one (sigma 1-2.5)."""
+    alpha = mask.astype(np.float32)
+    if rng.random() < 0.5:
+        alpha = ndimage.gaussian_filter(alpha, rng.uniform(1.0, 2.5))
+    return alpha[..., None]
+
+
+def copy_move(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paste a region of the image into `mask` from a displaced (optionally rotated / scaled)
+    position of the same image -> uint8 [H, W, 3]. The source lies at least 25% of the short
+    side away."""
+    h, w = img.shape[:2]
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), xs.mean()
+    angle = np.deg2rad(rng.uniform(3, 25) * rng.choice([-1, 1])) if rng.random() < 0.4 else 0.0
+    scale = rng.uniform(0.85, 1.2) if rng.random() < 0.3 else 1.0
+    span_y, span_x = (ys.max() - ys.min()) / 2, (xs.max() - xs.min()) / 2
+    for _ in range(50):
+        sy, sx = rng.uniform(span_y, h - span_y), rng.uniform(span_x, w - span_x)
+        if np.hypot(sy - cy, sx - cx) >= 0.25 * min(h, w):
+            break
+    # output pixel x (target) reads input at  c_s + R(angle) / scale @ (x - c_t)
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    matrix = np.array([[cos, -sin], [sin, cos]])
+    offset = np.array([sy, sx]) - matrix @ np.array([cy, cx])
+    fill = np.stack([ndimage.affine_transform(img[..., c].astype(np.float32), matrix, offset,
+                                              order=1, mode="reflect") for c in range(3)], -1)
+    alpha = _feather(mask, rng)
+    out = img.astype(np.float32) * (1 - alpha) + fill * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def splice(img: np.ndarray, mask: np.ndarray, donor: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """Blend a region of another photo into `mask` -> uint8 [H, W, 3] (resampled 0.5-2x,
+    sometimes JPEG-compressed first, brightness matched half of the time)."""
+    h, w = img.shape[:2]
+    factor = float(rng.uniform(0.5, 2.0))
+    dh, dw = donor.shape[:2]
+    scaled = Image.fromarray(donor).resize((max(w, round(dw * factor)), max(h, round(dh * factor))),
+                                           Image.Resampling.BICUBIC)
+    source = np.asarray(scaled)
+    if rng.random() < 0.5:
+        source = _jpeg(source, int(rng.integers(60, 91)))
+    top = int(rng.integers(0, source.shape[0] - h + 1))
+    left = int(rng.integers(0, source.shape[1] - w + 1))
+    fill = source[top:top + h, left:left + w].astype(np.float32)
+    if rng.random() < 0.5:
+        ring = ndimage.binary_dilation(mask, iterations=8) & ~mask
+        if ring.any():
+            fill += img[ring].astype(np.float32).mean(0) - fill[mask].mean(0)
+    alpha = _feather(mask, rng)
+    out = img.astype(np.float32) * (1 - alpha) + fill * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def post_process(img: np.ndarray, mask: np.ndarray,
+                 rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Random post-processing of a finished image: downscale 0.6-0.9x (p=0.25, mask nearest),
+    then JPEG recompression at quality 65-95 (p=0.5)."""
+    if rng.random() < 0.25:
+        factor = rng.uniform(0.6, 0.9)
+        h, w = img.shape[:2]
+        size = (max(64, round(w * factor)), max(64, round(h * factor)))
+        img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BICUBIC))
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+            size, Image.Resampling.NEAREST)) > 0
+    if rng.random() < 0.5:
+        img = _jpeg(img, int(rng.integers(65, 96)))
+    return img, mask
+
+
+def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
+                 photos: Optional[Tuple[str, ...]] = None, crops: int = 4,
+                 size_range: Tuple[int, int] = (256, 384), seed: int = 0) -> List[Dict]:
     """Write images, masks and manifest.jsonl under `out`; return the manifest rows.
 
-    Per crop: 1 Natural, 1 FullySynthesized, 2 LocallyEdited (methods drawn from LOCAL_EDITS),
-    1 LocallySynthesized.
+    Photos: those of `sources` (tools/sample_photos.py), or the named `photos`. Split by source
+    package (SPLIT_OF_SOURCE). Per crop: one image per method, except blur / noise (one of the
+    two). Splice donors come from another photo of the same split.
+
+    Raises:
+        ValueError: a photo of an evaluation-only source asked for outside the test split.
     """
     rng = np.random.default_rng(seed)
-    splits = assign_splits(photos, seed=seed, val_fraction=val_fraction,
-                           test_fraction=test_fraction)
+    chosen = [(s, n) for s, n in photos_of(tuple(SPLIT_OF_SOURCE))
+              if (n in photos if photos else s in sources)]
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    loaded = {name: load_photo(name) for name in photos}
+    loaded = {name: photo_array(name, PHOTO_SHORT_SIDE) for _, name in chosen}
+    split_of = {name: SPLIT_OF_SOURCE[source] for source, name in chosen}
+    for source, name in chosen:
+        if source in EVALUATION_ONLY_SOURCES and split_of[name] != "test":
+            raise ValueError(f"{name} ({source}) is reserved for evaluation")
     rows: List[Dict] = []
 
-    def save(img: np.ndarray, mask: Optional[np.ndarray], stem: str, **meta: object) -> None:
+    def save(img: np.ndarray, mask: np.ndarray, stem: str, **meta: object) -> None:
+        img, mask = post_process(img, mask, rng)
         Image.fromarray(img).save(out / "images" / f"{stem}.png")
-        mask_path = None
-        if mask is not None:
-            Image.fromarray(mask.astype(np.uint8) * 255).save(out / "masks" / f"{stem}.png")
-            mask_path = f"masks/{stem}.png"
-        rows.append({"image": f"images/{stem}.png", "mask": mask_path, **meta})
+        Image.fromarray(mask.astype(np.uint8) * 255).save(out / "masks" / f"{stem}.png")
+        rows.append({"image": f"images/{stem}.png", "mask": f"masks/{stem}.png", **meta})
 
-    for name in photos:
-        split = splits[name]
-        donors = [p for p in photos if p != name and splits[p] == split] or \
-                 [p for p in photos if p != name]
+    for source, name in chosen:
+        split = split_of[name]
+        donors = [n for n in loaded if n != name and split_of[n] == split] or \
+                 [n for n in loaded if n != name]
         for c in range(crops):
             img = random_crop(loaded[name], rng, size_range)
+            if rng.random() < 0.6:  # the camera's own JPEG
+                img = _jpeg(img, int(rng.integers(75, 96)))
             h, w = img.shape[:2]
-            base = dict(source=name, split=split)
-            stem = f"{name}_{c}"
-            save(img, np.zeros((h, w), bool), f"{stem}_natural", label="Natural",
-                 method="none", donor=None, **base)
-            save(full_resynthesis(img, rng), np.ones((h, w), bool), f"{stem}_full",
-                 label="FullySynthesized", method="resynthesis", donor=None, **base)
-            for k, method in enumerate(rng.choice(LOCAL_EDITS, size=2, replace=False)):
-                donor = str(rng.choice(donors)) if method == "splice" else None
+            base = dict(source=name, package=source, split=split)
+            local = ("blur", "noise")[int(rng.integers(0, 2))]
+            for method in ("natural", "full", "copy_move", "splice", local, "inpaint"):
+                donor = str(rng.choice(donors)) if method == "splice" and donors else None
                 mask = random_region(h, w, rng)
-                edited = local_edit(img, mask, str(method), rng,
-                                    loaded[donor] if donor else None)
-                save(edited, mask, f"{stem}_edit{k}_{method}", label="LocallyEdited",
-                     method=str(method), donor=donor, **base)
-            mask = random_region(h, w, rng)
-            save(local_resynthesis(img, mask, rng), mask, f"{stem}_inpaint",
-                 label="LocallySynthesized", method="inpaint", donor=None, **base)
+                if method == "natural":
+                    edited, mask = img, np.zeros((h, w), bool)
+                elif method == "full":
+                    edited, mask = full_resynthesis(img, rng), np.ones((h, w), bool)
+                elif method == "copy_move":
+                    mask = random_region(h, w, rng, (0.04, 0.15))
+                    edited = copy_move(img, mask, rng)
+                elif method == "splice" and donor is not None:
+                    edited = splice(img, mask, loaded[donor], rng)
+                elif method == "inpaint":
+                    edited = local_resynthesis(img, mask, rng)
+                else:
+                    edited = local_edit(img, mask, method, rng)
+                save(edited, mask, f"{name}_{c}_{method}", label=LABEL_OF_METHOD[method],
+                     method=method, donor=donor, **base)
     with open(out / "manifest.jsonl", "w") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-    log.info("wrote %d images from %d photos to %s", len(rows), len(photos), out)
+    log.info("wrote %d images from %d photos to %s", len(rows), len(chosen), out)
     return rows
 
 
@@ -216,22 +290,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--photos", default=",".join(PHOTOS),
-                        help="comma-separated scikit-image sample names")
+    parser.add_argument("--evaluation", action="store_true",
+                        help="the independent evaluation set (scikit-learn, matplotlib, "
+                             "PyWavelets photos) instead of the training set")
+    parser.add_argument("--photos", help="comma-separated photo names (default: by source)")
     parser.add_argument("--crops", type=int, default=4, help="crops per photo")
     parser.add_argument("--min-size", type=int, default=256)
-    parser.add_argument("--max-size", type=int, default=352)
+    parser.add_argument("--max-size", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--test-fraction", type=float, default=0.2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = make_dataset(args.out, photos=tuple(args.photos.split(",")), crops=args.crops,
-                        size_range=(args.min_size, args.max_size), seed=args.seed,
-                        val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+    rows = make_dataset(args.out, sources=EVALUATION_ONLY_SOURCES if args.evaluation
+                        else TRAINING_SOURCES,
+                        photos=tuple(args.photos.split(",")) if args.photos else None,
+                        crops=args.crops, size_range=(args.min_size, args.max_size),
+                        seed=args.seed)
     counts: Dict[str, int] = {}
     for row in rows:
-        counts[row["label"]] = counts.get(row["label"], 0) + 1
+        counts[row["method"]] = counts.get(row["method"], 0) + 1
     print(f"{len(rows)} images in {args.out}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 

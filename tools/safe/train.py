@@ -11,11 +11,13 @@ source = file stem). Masks: non-zero = edited. Without a split column, images ar
 Steps: extract frozen features (cached on disk under --cache, tqdm progress) -> train the patch
 head (Natural + masked local images; FullySynthesized is not used for the patch head) -> global
 features for train images from out-of-fold patch heads (3 folds by source) -> train the global
-head -> on val: fit the temperature (NLL) and the mask threshold (best mean IoU with natural
-false-positive pixel rate <= 0.10) -> report metrics on val and test -> write heads +
+head -> on val + out-of-fold scores of the train images: fit the temperature (NLL), then the
+mask threshold and class logit biases (best mean IoU of the served masks + natural-vs-edited
+balanced accuracy with the served natural false-positive pixel rate <= 0.05) -> report metrics
+(of the served outputs, scored with the server's own code) on val and test -> write heads +
 report + predictions.
 
-    python -m tools.safe.train --data .cache/safe/synth --backbone DIR_OR_HUB_ID --out OUTDIR
+    PYTHONPATH=shared python -m tools.safe.train --data .cache/safe/synth --backbone DIR --out OUT
 """
 
 import argparse
@@ -32,6 +34,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from tools.safe.metrics import Served, balanced_accuracy, iou_f1, rank_auc, served_metrics
 from tools.safe.splits import assign_splits
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, LOCAL_LABELS, NATURAL
 from vfm_serving.detection.detector import (
@@ -40,6 +43,7 @@ from vfm_serving.detection.detector import (
     Detection,
     ImageFeatures,
     backbone_fingerprint,
+    decide_mask,
     detection_from_features,
     extract_features,
     global_dim,
@@ -49,14 +53,15 @@ from vfm_serving.detection.detector import (
     patch_matrix,
     patch_probabilities,
 )
+from vfm_serving.detection.forensics import FORENSIC_NAMES
 from vfm_serving.detection.heads import GlobalHead, Heads, HeadsConfig, PatchHead, save_heads
 from vfm_serving.detection.residuals import FEATURE_NAMES
 from vfm_serving.detection.windows import cut_mask_windows, patch_fractions
 from vfm_serving.embeddings.dinov2 import Backbone, load_backbone
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "safe-features-v3"
-MAX_NATURAL_FP = 0.10
+CACHE_VERSION = "safe-features-v8"
+MAX_NATURAL_FP = 0.05
 
 
 @dataclasses.dataclass
@@ -68,6 +73,8 @@ class Sample:
     mask: Optional[Path]
     source: str
     split: str
+    method: str = ""
+    package: str = ""
     features: Optional[ImageFeatures] = None
     patch_target: Optional[torch.Tensor] = None  # [N, P] edited fraction per patch
 
@@ -121,7 +128,8 @@ def read_dataset(data: Path, options: TrainOptions) -> List[Sample]:
         source = row.get("source") or row["image"]
         mask = root / row["mask"] if row.get("mask") else None
         samples.append(Sample(image=root / row["image"], label=LABELS.index(row["label"]),
-                              mask=mask, source=source, split=row.get("split") or splits[source]))
+                              mask=mask, source=source, split=row.get("split") or splits[source],
+                              method=row.get("method") or "", package=row.get("package") or ""))
     if not any(s.split == "train" for s in samples):
         raise ValueError("no training images after the split")
     return samples
@@ -245,39 +253,6 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 # ----------------------------------------------------------------------------- metrics
 
-def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC via the Mann-Whitney rank formula (ties get average ranks); nan if one class."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def iou_f1(pred: np.ndarray, truth: np.ndarray) -> Tuple[float, float]:
-    """(IoU, F1) of two binary masks; both 1.0 when both are empty."""
-    inter = float(np.logical_and(pred, truth).sum())
-    union = float(np.logical_or(pred, truth).sum())
-    total = float(pred.sum() + truth.sum())
-    return (inter / union if union else 1.0), (2 * inter / total if total else 1.0)
-
-
-def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in `truth`."""
-    recalls = [float((pred[truth == c] == c).mean()) for c in np.unique(truth)]
-    return float(np.mean(recalls))
-
-
 @dataclasses.dataclass
 class Scored:
     """One evaluated image: what the server returns for it (Detection) + the uncalibrated
@@ -302,81 +277,86 @@ def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
     return out
 
 
-def choose_threshold(scored: Sequence[Scored]) -> float:
-    """Threshold with the best mean IoU on local images among those keeping the natural
-    false-positive pixel rate <= MAX_NATURAL_FP (the lowest-FP threshold if none does)."""
-    best, best_iou, fallback, fallback_fp = 0.5, -1.0, 0.5, 2.0
-    for t in np.linspace(0.05, 0.95, 37):
-        ious, fps = [], []
-        for sc in scored:
-            truth = gt_mask(sc.sample, sc.detection.mask.shape[::-1])
-            prob_map = sc.detection.prob_map.numpy()
-            if sc.sample.label in LOCAL_LABELS and truth is not None:
-                ious.append(iou_f1(prob_map >= t, truth > 0)[0])
-            elif sc.sample.label == NATURAL:
-                fps.append(float((prob_map >= t).mean()))
-        fp = float(np.mean(fps)) if fps else 0.0
-        iou = float(np.mean(ious)) if ious else 0.0
-        if fp <= MAX_NATURAL_FP and iou > best_iou:
-            best, best_iou = float(t), iou
-        if fp < fallback_fp:
-            fallback, fallback_fp = float(t), fp
-    return best if best_iou >= 0 else fallback
+def choose_decision(scored: Sequence[Scored], temperature: float
+                    ) -> Tuple[float, Tuple[float, ...]]:
+    """Mask threshold and logit biases (log-prior offsets for Natural and FullySynthesized; local
+    classes 0; see detector.calibrated_logprobs) for the served outputs: the best mean IoU of
+    the served masks on local images + natural-vs-edited balanced accuracy among the
+    choices keeping the served natural false-positive pixel rate <= MAX_NATURAL_FP (the
+    lowest-FP choice if none does). Grid search on `scored`."""
+    thresholds = np.linspace(0.05, 0.95, 37)
+    logprobs = torch.log_softmax(torch.stack([sc.logits for sc in scored]) / temperature,
+                                 dim=1).numpy()
+    labels = np.array([sc.sample.label for sc in scored])
+    local_score = np.zeros((len(scored), len(thresholds)))   # IoU (local) or FP (natural)
+    ones_iou = np.zeros(len(scored))
+    for i, sc in enumerate(scored):
+        truth = gt_mask(sc.sample, sc.detection.mask.shape[::-1])
+        if truth is None or labels[i] == FULLY_SYNTHESIZED:
+            continue
+        ones_iou[i] = float(truth.mean())
+        for j, t in enumerate(thresholds):
+            served = decide_mask(LOCAL_LABELS[0], sc.detection.prob_map, float(t)) > 0
+            local_score[i, j] = (iou_f1(served, truth > 0)[0] if labels[i] in LOCAL_LABELS
+                                 else float(served.mean()))
+    is_local = np.isin(labels, LOCAL_LABELS) & (ones_iou > 0)
+    is_natural = labels == NATURAL
+    best, best_key = (0.5, (0.0,) * len(LABELS)), (-np.inf, 0.0)
+    for b_nat in np.linspace(-2.0, 2.0, 17):
+        for b_full in np.linspace(-3.0, 1.0, 17):
+            bias = np.array([b_nat, b_full, 0.0, 0.0])
+            pred = (logprobs + bias).argmax(1)
+            edited_ba = balanced_accuracy((pred != NATURAL).astype(int),
+                                          (labels != NATURAL).astype(int))
+            for j, t in enumerate(thresholds):
+                iou = np.where(pred == NATURAL, 0.0, np.where(pred == FULLY_SYNTHESIZED,
+                                                              ones_iou, local_score[:, j]))
+                fp = np.where(pred == NATURAL, 0.0, np.where(pred == FULLY_SYNTHESIZED, 1.0,
+                                                             local_score[:, j]))
+                mean_fp = float(fp[is_natural].mean()) if is_natural.any() else 0.0
+                value = float(iou[is_local].mean() if is_local.any() else 0.0) + edited_ba
+                key = (value, -mean_fp) if mean_fp <= MAX_NATURAL_FP else (-np.inf, -mean_fp)
+                if key > best_key:
+                    best_key = key
+                    best = (float(t), (float(b_nat), float(b_full), 0.0, 0.0))
+    log.info("decision: threshold %.3f, biases %s (objective %.3f, natural FP %.3f)", best[0],
+             best[1], best_key[0], -best_key[1])
+    return best
 
 
 def evaluate(scored: Sequence[Scored], threshold: float) -> Dict[str, Any]:
-    """Metrics on one split from the served outputs (calibrated log-probs, mask by the mask
-    rule) plus the ungated map >= threshold: patch AUC, image AUC, balanced accuracy, pixel IoU /
-    F1 (with the all-ones baseline), natural false-positive pixel rate, NLL; raw predictions."""
-    patch_scores, patch_labels, ious, f1s, ones_ious, gated_ious, fps, gated_fps = \
-        [], [], [], [], [], [], [], []
-    logprobs, labels = [], []
+    """Metrics on one split. The headline figures are the SERVED outputs (calibrated log-probs,
+    mask by the mask rule; tools/safe/metrics.py, the same code that scores a server), with
+    per-method and per-package breakdowns; plus patch AUC and the ungated map >= threshold.
+    Returns {"metrics", "predictions"}."""
+    records, patch_scores, patch_labels, ungated_ious, ungated_fps = [], [], [], [], []
     for sc in scored:
         s = sc.sample
-        lp = sc.detection.logprobs
-        logprobs.append(lp)
-        labels.append(s.label)
+        truth_u8 = gt_mask(s, sc.detection.mask.shape[::-1])
+        truth = truth_u8 > 0 if truth_u8 is not None else None
+        records.append(Served(label=s.label, truth=truth, logprobs=sc.detection.logprobs,
+                              mask=sc.detection.mask, method=s.method, package=s.package))
         if s.patch_target is not None and s.label != FULLY_SYNTHESIZED:
             patch_scores.append(sc.detection.patch_probs.reshape(-1).numpy())
             patch_labels.append((s.patch_target.reshape(-1) >= 0.5).numpy())
-        truth = gt_mask(s, sc.detection.mask.shape[::-1])
-        pred = sc.detection.prob_map.numpy() >= threshold
-        gated = sc.detection.mask
+        ungated = sc.detection.prob_map.numpy() >= threshold
         if s.label in LOCAL_LABELS and truth is not None:
-            iou, f1 = iou_f1(pred, truth > 0)
-            ious.append(iou)
-            f1s.append(f1)
-            ones_ious.append(float(truth.mean()))
-            gated_ious.append(iou_f1(gated > 0, truth > 0)[0])
+            ungated_ious.append(iou_f1(ungated, truth)[0])
         elif s.label == NATURAL:
-            fps.append(float(pred.mean()))
-            gated_fps.append(float(gated.mean()))
-    logprobs_a, labels_a = np.stack(logprobs), np.asarray(labels)
-    pred_labels = logprobs_a.argmax(1)
+            ungated_fps.append(float(ungated.mean()))
+    metrics = served_metrics(records)
     p_scores = np.concatenate(patch_scores) if patch_scores else np.zeros(0)
     p_labels = np.concatenate(patch_labels) if patch_labels else np.zeros(0, bool)
-    confusion = np.zeros((len(LABELS), len(LABELS)), int)
-    for t, p in zip(labels_a, pred_labels, strict=True):
-        confusion[t, p] += 1
-    metrics = {
-        "images": int(len(scored)),
-        "patch_auc": rank_auc(p_scores, p_labels),
-        "image_auc_manipulated": rank_auc(1 - np.exp(logprobs_a[:, NATURAL]),
-                                          labels_a != NATURAL),
-        "balanced_accuracy": balanced_accuracy(pred_labels, labels_a),
-        "accuracy": float((pred_labels == labels_a).mean()),
-        "nll": float(-logprobs_a[np.arange(len(labels_a)), labels_a].mean()),
-        "mean_iou": float(np.mean(ious)) if ious else float("nan"),
-        "mean_pixel_f1": float(np.mean(f1s)) if f1s else float("nan"),
-        "all_ones_mean_iou": float(np.mean(ones_ious)) if ones_ious else float("nan"),
-        "gated_mean_iou": float(np.mean(gated_ious)) if gated_ious else float("nan"),
-        "natural_fp_pixel_rate": float(np.mean(fps)) if fps else float("nan"),
-        "gated_natural_fp_pixel_rate": float(np.mean(gated_fps)) if gated_fps else float("nan"),
-        "confusion": confusion.tolist(),
-    }
+    metrics["patch_auc"] = rank_auc(p_scores, p_labels)
+    metrics["ungated_mean_iou"] = float(np.mean(ungated_ious)) if ungated_ious else float("nan")
+    metrics["ungated_natural_fp_pixel_rate"] = (float(np.mean(ungated_fps)) if ungated_fps
+                                                else float("nan"))
+    served_ious = [iou_f1(r.mask > 0, r.truth)[0] for r in records
+                   if r.label in LOCAL_LABELS and r.truth is not None]
     predictions = {"patch_scores": p_scores, "patch_labels": p_labels,
-                   "image_logprobs": logprobs_a, "image_labels": labels_a,
-                   "ious": np.asarray(ious)}
+                   "image_logprobs": np.stack([r.logprobs for r in records]),
+                   "image_labels": np.array([r.label for r in records]),
+                   "ious": np.asarray(served_ious)}
     return {"metrics": metrics, "predictions": predictions}
 
 
@@ -389,19 +369,40 @@ def _global_matrix(samples: Sequence[Sample], probs: Sequence[torch.Tensor],
                         for s, p in zip(samples, probs, strict=True)])
 
 
-def out_of_fold_probs(train: Sequence[Sample], options: TrainOptions) -> List[torch.Tensor]:
-    """Patch probabilities of train images from patch heads that never saw their source."""
+def out_of_fold_probs(train: Sequence[Sample], options: TrainOptions
+                      ) -> Tuple[List[torch.Tensor], List[int], List[PatchHead]]:
+    """Patch probabilities of train images from patch heads that never saw their source; also
+    each image's fold and the fold's patch head."""
     sources = sorted({s.source for s in train})
     rng = np.random.default_rng(options.seed)
     fold_of = {src: i % options.folds for i, src in enumerate(rng.permutation(sources))}
     probs: List[Optional[torch.Tensor]] = [None] * len(train)
+    heads = []
     for fold in range(options.folds):
         fit = [s for s in train if fold_of[s.source] != fold]
         head = train_patch_head(fit, options.patch_hidden, options)
+        heads.append(head)
         for i, s in enumerate(train):
             if fold_of[s.source] == fold:
                 probs[i] = patch_probabilities(head, s.features)
-    return [p for p in probs if p is not None]
+    return [p for p in probs if p is not None], [fold_of[s.source] for s in train], heads
+
+
+def out_of_fold_scores(train: Sequence[Sample], oof: Sequence[torch.Tensor], folds: List[int],
+                       patch_heads: Sequence[PatchHead], config: HeadsConfig,
+                       options: TrainOptions) -> List[Scored]:
+    """Train images scored by heads that never saw their source (the fold's patch head + a
+    global head trained on the other folds): more calibration data than val alone."""
+    scored: List[Scored] = []
+    vectors = _global_matrix(train, oof, config.pooling_threshold)
+    labels = torch.tensor([s.label for s in train])
+    for fold, patch_head in enumerate(patch_heads):
+        inside = [i for i, f in enumerate(folds) if f == fold]
+        outside = [i for i, f in enumerate(folds) if f != fold]
+        global_head = train_global_head(vectors[outside], labels[outside], options)
+        heads = Heads(patch=patch_head, global_=global_head, config=config)
+        scored += score([train[i] for i in inside], heads)
+    return scored
 
 
 def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
@@ -425,9 +426,12 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     log.info("split by source: %s", {k: len(v) for k, v in by_split.items()})
     train_s = by_split["train"]
     pooling_threshold = 0.5
-    oof = out_of_fold_probs(train_s, options) if options.folds > 1 else None
+    folds: List[int] = []
+    fold_heads: List[PatchHead] = []
+    if options.folds > 1:
+        oof, folds, fold_heads = out_of_fold_probs(train_s, options)
     patch_head = train_patch_head(train_s, options.patch_hidden, options)
-    if oof is None:
+    if not fold_heads:
         oof = [patch_probabilities(patch_head, s.features) for s in train_s]
     y_train = torch.tensor([s.label for s in train_s])
     global_head = train_global_head(_global_matrix(train_s, oof, pooling_threshold), y_train,
@@ -436,7 +440,8 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     config = HeadsConfig(
         backbone_model_id=backbone.model_id, backbone_hidden_size=backbone.layout.hidden_size,
         backbone_patch_size=backbone.layout.patch_size, input_size=backbone.layout.input_size,
-        residual_features=FEATURE_NAMES, patch_in_dim=patch_dim(backbone.layout.hidden_size),
+        residual_features=FEATURE_NAMES, forensic_features=FORENSIC_NAMES,
+        patch_in_dim=patch_dim(backbone.layout.hidden_size),
         patch_hidden=options.patch_hidden, global_in_dim=global_dim(backbone.layout.hidden_size),
         mask_threshold=0.5, pooling_threshold=pooling_threshold, temperature=1.0,
         labels=LABELS, backbone_source=record_source or backbone_source,
@@ -444,10 +449,13 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
         trained_on_standin=backbone.is_standin, provenance=provenance)
     calib = by_split["val"] or train_s
     provisional = score(calib, Heads(patch=patch_head, global_=global_head, config=config))
+    if fold_heads:  # calibrate on val + out-of-fold train scores: 5x more images than val
+        provisional += out_of_fold_scores(train_s, oof, folds, fold_heads, config, options)
     temperature = fit_temperature(torch.stack([sc.logits for sc in provisional]),
                                   torch.tensor([sc.sample.label for sc in provisional]))
-    threshold = choose_threshold(provisional)
-    config = dataclasses.replace(config, temperature=temperature, mask_threshold=threshold)
+    threshold, bias = choose_decision(provisional, temperature)
+    config = dataclasses.replace(config, temperature=temperature, mask_threshold=threshold,
+                                 logit_bias=bias)
     heads = Heads(patch=patch_head, global_=global_head, config=config)
     results: Dict[str, Any] = {"val": evaluate(score(calib, heads), threshold)}
     if by_split["test"]:
@@ -462,6 +470,7 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
         "options": dataclasses.asdict(options),
         "temperature": temperature,
         "mask_threshold": threshold,
+        "logit_bias": list(bias),
         "seconds": round(time.perf_counter() - started, 1),
     }
     config.metrics = {k: metrics[k] for k in ("held_out_split", "held_out_sources", held_out,
@@ -506,11 +515,15 @@ def main() -> None:
                     report=args.report or args.out / "train_report.json",
                     predictions=args.predictions)
     held = metrics[metrics["held_out_split"]]
-    print(f"held-out {metrics['held_out_split']} ({', '.join(metrics['held_out_sources'])}): "
-          f"patch AUC {held['patch_auc']:.3f}, mean IoU {held['mean_iou']:.3f} "
-          f"(all-ones {held['all_ones_mean_iou']:.3f}), pixel F1 {held['mean_pixel_f1']:.3f}, "
-          f"natural FP {held['natural_fp_pixel_rate']:.3f}, balanced acc "
-          f"{held['balanced_accuracy']:.3f}, image AUC {held['image_auc_manipulated']:.3f}")
+    print(f"held-out {metrics['held_out_split']} ({', '.join(metrics['held_out_sources'])}), "
+          f"served outputs: mean IoU {held['mean_iou']:.3f} (all-ones "
+          f"{held['all_ones_mean_iou']:.3f}), natural FP {held['natural_fp_pixel_rate']:.3f}, "
+          f"natural-vs-edited balanced acc {held['natural_vs_edited_balanced_accuracy']:.3f}, "
+          f"4-way balanced acc {held['balanced_accuracy']:.3f}, image AUC "
+          f"{held['image_auc_manipulated']:.3f}, patch AUC {held['patch_auc']:.3f}")
+    for method, m in held["by_method"].items():
+        print(f"  {method:10s} n={m['images']:3d} IoU {m['mean_iou']:.3f} "
+              f"detected {m['detected_as_edited']:.2f} FP {m['natural_fp_pixel_rate']:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,20 @@
 
 Features per patch: the frozen backbone's patch token [D] ; the robust z-score of the residual
 statistics against the image's own median/spread [R] ; the 3x3-neighbourhood mean of that
-z-score [R] and its absolute value [R]. (Absolute residual levels enter only the global head.)
+z-score [R] and its absolute value [R] ; the forensic maps (forensics.py) read at the patch
+centre [M = 2 copy-move maps as they are + K relative maps as robust z-scores] ; their
+neighbourhood mean [M] and the absolute neighbourhood z of the relative maps [K].
+(Absolute residual levels enter only the global head.)
 Global features per image: mean CLS [D] ; mean patch token [D] ; pooled patch probabilities
 (mean, max, top-5% mean, fraction above the pooling threshold) [4] ; image median of the residual
-statistics [R] ; probability-weighted residual statistics and z-scores [2R].
+statistics [R] ; probability-weighted residual statistics and z-scores [2R] ; per forensic
+feature the mean, max and top-5% mean over patches and the probability-weighted mean [4M] ;
+image median of the relative forensic maps [K].
 
-Mask rule (label and mask always agree):
-- argmax Natural -> all zeros;
-- argmax FullySynthesized -> all ones (every pixel is synthesized);
-- argmax LocallyEdited / LocallySynthesized -> probability map >= threshold; if that is empty,
+Mask rule (label = argmax of the returned logprobs; label and mask always agree):
+- Natural -> all zeros;
+- FullySynthesized -> all ones (every pixel is synthesized);
+- LocallyEdited / LocallySynthesized -> probability map >= threshold; if that is empty,
   the top-scoring region (pixels within 10% of the map's maximum) so the mask is never empty.
 """
 
@@ -19,7 +24,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,6 +32,14 @@ from PIL import Image
 from torch.nn import functional
 
 from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, NATURAL
+from vfm_serving.detection.forensics import (
+    CM_NAMES,
+    FORENSIC_NAMES,
+    NUM_FORENSIC,
+    RELATIVE_NAMES,
+    forensic_maps,
+    sample_at,
+)
 from vfm_serving.detection.heads import GlobalHead, Heads, PatchHead, load_heads
 from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
 from vfm_serving.detection.windows import Tiling, cut_windows, plan_tiling, stitch
@@ -53,6 +66,8 @@ class ImageFeatures:
     deviation: torch.Tensor     # [N, P, R]
     median: torch.Tensor        # [R]
     grid: int                   # patches per window side, from the backbone's TokenLayout
+    forensic: torch.Tensor      # [N, P, M]: copy-move maps ; z-scores of the relative maps
+    forensic_median: torch.Tensor  # [K] image median of the relative maps
 
 
 @dataclasses.dataclass
@@ -85,6 +100,8 @@ class PreparedImage:
     stats: torch.Tensor         # [N, P, R]
     deviation: torch.Tensor     # [N, P, R]
     median: torch.Tensor        # [R]
+    forensic: torch.Tensor      # [N, P, M]
+    forensic_median: torch.Tensor  # [K]
 
     @property
     def num_windows(self) -> int:
@@ -104,8 +121,29 @@ def prepare_image(image: Image.Image, layout: TokenLayout, mean: Sequence[float]
     pixels = normalize_arrays(list(windows), mean, std)
     stats = patch_statistics(windows, layout.patch_size, tiling.boxes)
     deviation, median = image_deviation(stats)
+    forensic, forensic_median = patch_forensics(image, tiling, layout.patch_size)
     return PreparedImage(tiling=tiling, pixels=pixels, stats=stats, deviation=deviation,
-                         median=median)
+                         median=median, forensic=forensic, forensic_median=forensic_median)
+
+
+def patch_forensics(image: Image.Image, tiling: Tiling,
+                    patch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Forensic maps of the ORIGINAL pixels read at every patch centre of every window:
+    ([N, P, M] = copy-move maps ; robust z of the relative maps, [K] image median of the
+    relative maps)."""
+    maps = forensic_maps(np.asarray(image, dtype=np.uint8))
+    grid = tiling.window // patch
+    centres = (np.arange(grid) * patch + patch / 2.0 - 0.5)
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    w, h = tiling.size
+    ow, oh = tiling.original_size
+    ys = np.concatenate([(top + cy.ravel() + 0.5) * (oh / h) - 0.5 for top, _ in tiling.boxes])
+    xs = np.concatenate([(left + cx.ravel() + 0.5) * (ow / w) - 0.5 for _, left in tiling.boxes])
+    values = torch.from_numpy(sample_at(maps, ys, xs, tiling.original_size))
+    values = values.reshape(tiling.num_windows, grid * grid, NUM_FORENSIC)
+    n_cm = len(CM_NAMES)
+    z, relative_median = image_deviation(values[..., n_cm:])
+    return torch.cat([values[..., :n_cm], z], dim=-1), relative_median
 
 
 @torch.no_grad()
@@ -131,7 +169,8 @@ def backbone_features(backbone: Backbone, items: Sequence[PreparedImage], *,
         out.append(ImageFeatures(tiling=item.tiling,
                                  patch_tokens=mine[:, layout.num_prefix_tokens:], cls=mine[:, 0],
                                  stats=item.stats, deviation=item.deviation, median=item.median,
-                                 grid=layout.grid))
+                                 grid=layout.grid, forensic=item.forensic,
+                                 forensic_median=item.forensic_median))
     return out
 
 
@@ -163,24 +202,29 @@ def neighbourhood(values: torch.Tensor, grid: int, size: int = CONTEXT) -> torch
 
 
 def patch_matrix(features: ImageFeatures) -> torch.Tensor:
-    """[N*P, D + 3R]: patch token ; robust z-score of the residual statistics against the image ;
-    neighbourhood mean of that z-score ; its absolute value (noise raises residuals, blur and
-    resampling lower them: |z| lets even a linear head flag both). Absolute residual levels are
-    left to the global head: on unfamiliar content (e.g. a night sky) they would flag the whole
-    image."""
+    """[N*P, patch_dim(D)]: patch token ; robust z-score of the residual statistics against the
+    image ; neighbourhood mean of that z-score ; its absolute value (noise raises residuals, blur
+    and resampling lower them: |z| lets even a linear head flag both) ; forensic features ; their
+    neighbourhood mean ; |neighbourhood z| of the relative forensic maps. Absolute residual levels
+    are left to the global head: on unfamiliar content (e.g. a night sky) they would flag the
+    whole image."""
     context = neighbourhood(features.deviation, features.grid)
-    x = torch.cat([features.patch_tokens, features.deviation, context, context.abs()], dim=-1)
+    forensic_context = neighbourhood(features.forensic, features.grid)
+    x = torch.cat([features.patch_tokens, features.deviation, context, context.abs(),
+                   features.forensic, forensic_context,
+                   forensic_context[..., len(CM_NAMES):].abs()], dim=-1)
     return x.reshape(-1, x.shape[-1])
 
 
 def patch_dim(hidden_size: int) -> int:
     """Width of `patch_matrix` rows for a backbone of `hidden_size`."""
-    return hidden_size + 3 * len(FEATURE_NAMES)
+    return hidden_size + 3 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES)
 
 
 def global_dim(hidden_size: int) -> int:
     """Width of `global_vector` for a backbone of `hidden_size`."""
-    return 2 * hidden_size + 4 + 3 * len(FEATURE_NAMES)
+    return (2 * hidden_size + 4 + 3 * len(FEATURE_NAMES) + 4 * NUM_FORENSIC
+            + len(RELATIVE_NAMES))
 
 
 def global_vector(features: ImageFeatures, patch_probs: torch.Tensor,
@@ -193,8 +237,13 @@ def global_vector(features: ImageFeatures, patch_probs: torch.Tensor,
     weights = (probs / probs.sum().clamp_min(1e-6))[:, None]
     stats = features.stats.reshape(-1, features.stats.shape[-1])
     dev = features.deviation.reshape(-1, features.deviation.shape[-1])
+    forensic = features.forensic.reshape(-1, features.forensic.shape[-1])
+    forensic_pooled = torch.cat([forensic.mean(0), forensic.max(0).values,
+                                 forensic.topk(k, dim=0).values.mean(0),
+                                 (weights * forensic).sum(0)])
     return torch.cat([features.cls.mean(0), features.patch_tokens.mean((0, 1)), pooled,
-                      features.median, (weights * stats).sum(0), (weights * dev).sum(0)])
+                      features.median, (weights * stats).sum(0), (weights * dev).sum(0),
+                      forensic_pooled, features.forensic_median])
 
 
 @torch.no_grad()
@@ -210,10 +259,14 @@ def global_logits(head: GlobalHead, vector: torch.Tensor) -> torch.Tensor:
     return head(vector[None].float())[0].double()
 
 
-def calibrated_logprobs(logits: torch.Tensor, temperature: float) -> np.ndarray:
-    """Uncalibrated logits [4] -> float64 log-probabilities [4] (logits / temperature,
-    log-softmax), logsumexp == 0 up to float64 rounding."""
-    return torch.log_softmax(logits.double() / temperature, dim=0).numpy()
+def calibrated_logprobs(logits: torch.Tensor, temperature: float,
+                        bias: Sequence[float] = (0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
+    """Uncalibrated logits [4] -> float64 log-probabilities [4]: log-softmax(logits / temperature
+    + bias), logsumexp == 0 up to float64 rounding. `bias` are per-class log-prior offsets
+    fitted on validation data (tools.safe.train), so the argmax that the mask rule follows is the
+    decision the heads were tuned for."""
+    offsets = torch.tensor(tuple(bias), dtype=torch.float64)
+    return torch.log_softmax(logits.double() / temperature + offsets, dim=0).numpy()
 
 
 def decide_mask(label: int, prob_map: torch.Tensor, threshold: float) -> np.ndarray:
@@ -234,7 +287,8 @@ def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
     function both the server and tools.safe.train use to score an image."""
     probs = patch_probabilities(heads.patch, features)
     vector = global_vector(features, probs, heads.config.pooling_threshold)
-    logprobs = calibrated_logprobs(global_logits(heads.global_, vector), heads.config.temperature)
+    logprobs = calibrated_logprobs(global_logits(heads.global_, vector), heads.config.temperature,
+                                   heads.config.logit_bias)
     label = int(np.argmax(logprobs))
     prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
     mask = decide_mask(label, prob_map, heads.config.mask_threshold)
@@ -310,7 +364,8 @@ def load_detector(heads_dir: Path, backbone_source: Optional[str], *, stride: in
     backbone = load_backbone(source, input_size=config.input_size, mean=mean, std=std,
                              model_id=model_id, device=device)
     heads = load_heads(heads_dir, hidden_size=backbone.layout.hidden_size,
-                       patch_size=backbone.layout.patch_size, residual_features=FEATURE_NAMES)
+                       patch_size=backbone.layout.patch_size, residual_features=FEATURE_NAMES,
+                       forensic_features=FORENSIC_NAMES)
     fingerprint = backbone_fingerprint(backbone)
     expected = config.backbone_fingerprint
     if expected and expected != fingerprint:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 HEADS_TENSORS = "heads.safetensors"
 HEADS_JSON = "heads.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class HeadsMismatchError(RuntimeError):
@@ -77,6 +77,7 @@ class HeadsConfig:
     backbone_patch_size: int
     input_size: int
     residual_features: Tuple[str, ...]
+    forensic_features: Tuple[str, ...]
     patch_in_dim: int
     patch_hidden: int
     global_in_dim: int
@@ -86,6 +87,7 @@ class HeadsConfig:
     backbone_source: str = ""
     backbone_fingerprint: str = ""
     pooling_threshold: float = 0.5
+    logit_bias: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
     trained_on_standin: bool = False
     provenance: str = ""
     metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -124,7 +126,9 @@ def read_config(heads_dir: Path) -> HeadsConfig:
     try:
         raw = json.loads(path.read_text())
         raw["residual_features"] = tuple(raw["residual_features"])
+        raw["forensic_features"] = tuple(raw.get("forensic_features", ()))
         raw["labels"] = tuple(raw["labels"])
+        raw["logit_bias"] = tuple(raw.get("logit_bias", (0.0,) * len(raw["labels"])))
         config = HeadsConfig(**raw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HeadsUnreadableError(f"cannot read {path}: {exc}") from exc
@@ -135,13 +139,14 @@ def read_config(heads_dir: Path) -> HeadsConfig:
 
 
 def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
-               model_id: Optional[str] = None, residual_features: Tuple[str, ...] = ()) -> Heads:
+               model_id: Optional[str] = None, residual_features: Tuple[str, ...] = (),
+               forensic_features: Tuple[str, ...] = ()) -> Heads:
     """Load heads and check them against the backbone they will run on.
 
     Raises:
-        HeadsMismatchError: hidden size, patch size, model id (when given) or residual feature list
-            (when given) differ from what the heads were trained with, or the tensors do not
-            match heads.json.
+        HeadsMismatchError: hidden size, patch size, model id (when given) or residual / forensic
+            feature lists (when given) differ from what the heads were trained with, or the
+            tensors do not match heads.json.
         HeadsUnreadableError: heads.json or heads.safetensors cannot be read.
     """
     config = read_config(heads_dir)
@@ -154,6 +159,8 @@ def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
         problems.append(f"trained with {config.backbone_model_id!r}, backbone is {model_id!r}")
     if residual_features and tuple(residual_features) != config.residual_features:
         problems.append("residual feature list differs from this code's")
+    if forensic_features and tuple(forensic_features) != config.forensic_features:
+        problems.append("forensic feature list differs from this code's")
     if problems:
         raise HeadsMismatchError(f"heads in {heads_dir} do not fit the backbone: "
                                  + "; ".join(problems))

@@ -1,0 +1,83 @@
+"""Classic forensic maps (vfm_serving.detection.forensics) on real photos with known edits."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools.sample_photos import photo_array
+from vfm_serving.detection.forensics import (
+    BLOCK,
+    FORENSIC_NAMES,
+    copy_move_maps,
+    forensic_maps,
+    sample_at,
+)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _copy_moved(name: str) -> np.ndarray:
+    """Photo with a 100 x 120 block copied from (50, 60) to (250, 300), then JPEG 90."""
+    rgb = photo_array(name).copy()
+    rgb[250:350, 300:420] = rgb[50:150, 60:180]
+    return _jpeg(rgb, 90)
+
+
+@pytest.mark.parametrize("name", ["flower", "china"])
+def test_copy_move_marks_source_and_target_not_the_rest(name):
+    match = copy_move_maps(_copy_moved(name))[0]
+    h, w = match.shape
+    scale = max(h, w) / max(photo_array(name).shape[:2])
+
+    def frac(y0: int, y1: int, x0: int, x1: int) -> float:
+        box = match[int(y0 * scale):int(y1 * scale), int(x0 * scale):int(x1 * scale)]
+        return float((box > 0.5).mean())
+
+    assert frac(250, 350, 300, 420) >= 0.25 and frac(50, 150, 60, 180) >= 0.25
+    outside = np.ones_like(match, bool)
+    outside[int(40 * scale):int(160 * scale), int(50 * scale):int(190 * scale)] = False
+    outside[int(240 * scale):int(360 * scale), int(290 * scale):int(430 * scale)] = False
+    assert float((match[outside] > 0.5).mean()) <= 0.03
+
+
+@pytest.mark.parametrize("name", ["china", "flower", "grace_hopper", "aero"])
+def test_copy_move_leaves_natural_photos_mostly_clean(name):
+    assert float((copy_move_maps(photo_array(name))[0] > 0.5).mean()) <= 0.05
+
+
+def test_jpeg_grid_misalignment_shows_a_shifted_splice():
+    rgb = _jpeg(photo_array("china"), 70)
+    shifted = _jpeg(np.roll(photo_array("flower"), (3, 5), axis=(0, 1)), 60)
+    rgb = rgb.copy()
+    rgb[120:280, 200:440] = np.roll(shifted, (-3, -5), axis=(0, 1))[120:280, 200:440]
+    maps = forensic_maps(rgb)
+    misalign = maps[FORENSIC_NAMES.index("jpeg_misalign")]
+    inside = misalign[130 // BLOCK:270 // BLOCK, 210 // BLOCK:430 // BLOCK].mean()
+    outside = np.concatenate([misalign[:100 // BLOCK].ravel(), misalign[300 // BLOCK:].ravel()])
+    assert inside > np.median(outside) + 0.5
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (16, 40), (17, 23), (20, 300), (300, 16)])
+def test_tiny_and_thin_images(shape):
+    rgb = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
+    maps = forensic_maps(rgb)
+    assert maps.shape == (len(FORENSIC_NAMES), shape[0] // BLOCK, shape[1] // BLOCK)
+    assert np.isfinite(maps).all()
+
+
+def test_maps_shape_and_sampling():
+    rgb = photo_array("coffee")
+    maps = forensic_maps(rgb)
+    h, w = rgb.shape[:2]
+    assert maps.shape == (len(FORENSIC_NAMES), h // BLOCK, w // BLOCK)
+    assert np.isfinite(maps).all()
+    values = sample_at(maps, np.array([0.0, h / 2, h - 1]), np.array([0.0, w / 2, w - 1]), (w, h))
+    assert values.shape == (3, len(FORENSIC_NAMES))
+    with pytest.raises(ValueError):
+        forensic_maps(rgb[:8])
