@@ -47,6 +47,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -438,7 +439,8 @@ def main() -> None:
                 "checkpoint's bare forward pass in-process; ViT-S-size DINOv2 stand-in "
                 "(hidden 384, 12 layers, 6 heads, random weights), float32, CPU",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "truss_dir": str(args.truss_dir), "machine": machine(threads), "rounds": args.rounds,
+        "truss_dir": str(args.truss_dir), "commit": _commit(args.truss_dir),
+        "machine": machine(threads), "rounds": args.rounds,
         "note": "machine shared with other agents' jobs; ratios are measured side by side "
                 "(paired per round), so load hits both sides",
     }
@@ -528,6 +530,20 @@ def _finish(out: Path, results: Dict[str, Any], cases: List[Case]) -> None:
     chart = draw(results, out.with_suffix(".png"))
     _print(results)
     print(f"wrote {out} and {chart}")
+
+
+def _commit(truss_dir: Path) -> str:
+    """HEAD of the repository holding `truss_dir`, "+dirty" when its shared/ or the Truss has
+    uncommitted changes ("unknown" outside git)."""
+    repo = truss_dir.resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "shared", truss_dir.name],
+                               cwd=repo, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty.strip() else "")
 
 
 def _model_info(server: LocalTruss, clients: Clients, inputs: Dict[str, List[bytes]]
