@@ -1,4 +1,4 @@
-"""Binary localization masks <-> PNG (1-bit greyscale, values 0/1), as the SAFE API expects."""
+"""Binary localization masks -> PNG (1-bit greyscale, values 0/1), as the SAFE API expects."""
 
 import base64
 import io
@@ -24,9 +24,3 @@ def mask_to_png(mask: np.ndarray) -> bytes:
 def mask_to_base64_png(mask: np.ndarray) -> str:
     """Binary mask [H, W] -> base64 (standard alphabet) of its 1-bit PNG."""
     return base64.b64encode(mask_to_png(mask)).decode("ascii")
-
-
-def png_to_mask(data: bytes) -> np.ndarray:
-    """PNG bytes -> uint8 [H, W] in {0, 1} (any non-zero pixel -> 1). For clients and tests."""
-    image = Image.open(io.BytesIO(data))
-    return (np.asarray(image.convert("L")) != 0).astype(np.uint8)
