@@ -46,8 +46,10 @@ import logging
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -428,10 +430,16 @@ def main() -> None:
                         help="also serve TRUSS_DIR (e.g. a patched copy) with the default "
                              "settings and run every default-server case on it too, as "
                              "CASE@NAME, in the same rounds (A/B side by side)")
+    parser.add_argument("--env-variant", action="append", default=[],
+                        metavar="NAME=VAR=VALUE[,VAR=VALUE]",
+                        help="also run the default cases on a server of --truss-dir with these "
+                             "environment settings (e.g. fc2=VFM_FETCH_CONCURRENCY=2)")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
+    # SIGTERM unwinds like Ctrl-C, so the servers this run started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     results: Dict[str, Any] = {
@@ -454,9 +462,11 @@ def main() -> None:
         wanted = set(args.cases.split(","))
         cases = [c for c in cases if c.name in wanted]
     variants = dict(v.split("=", 1) for v in args.variant)
+    env_variants = {name: dict(kv.split("=", 1) for kv in settings.split(","))
+                    for name, settings in (v.split("=", 1) for v in args.env_variant)}
     cases += [dataclasses.replace(c, name=f"{c.name}@{v}", server=v, e2e_s=[], bare_s=[],
                                   batches=BatchCounter(), stages=[])
-              for v in variants for c in cases if c.server == "default"]
+              for v in [*variants, *env_variants] for c in cases if c.server == "default"]
     log.info("JSON encoding micro-benchmark")
     results["json_encoding"] = encoding.run()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -469,7 +479,8 @@ def main() -> None:
             results["memory"] = _memory_phase(args.truss_dir, env, clients, inputs)
         needed = {"default"} | {c.server for c in cases}
         specs = {**{n: (args.truss_dir, extra) for n, extra in SERVERS.items()},
-                 **{n: (Path(d), {}) for n, d in variants.items()}}
+                 **{n: (Path(d), {}) for n, d in variants.items()},
+                 **{n: (args.truss_dir, extra) for n, extra in env_variants.items()}}
         servers = {name: stack.enter_context(serve(truss, free_port(), {**env, **extra}))
                    for name, (truss, extra) in specs.items() if name in needed}
         results["model"] = _model_info(servers["default"], clients, inputs)

@@ -91,6 +91,50 @@ def test_max_wait_bounds_the_delay_of_a_lone_item():
     assert 0.04 <= elapsed < 2.0
 
 
+def test_announced_items_fill_the_pass_instead_of_running_what_arrived_first():
+    """Items still decoding (announced with expect) keep the pass open past max_wait: the
+    late ones join the first pass; without the announcement they would run in a second."""
+    forward = Recorder()
+    batcher = DynamicBatcher(forward, max_batch_size=8, max_wait_s=0.01, name="t",
+                             fill_wait_s=5.0)
+    request = object()
+    for _ in range(4):
+        batcher.expect(request)
+    early = [batcher.submit(x, group=request, expected=True) for x in (1, 2)]
+    time.sleep(0.2)  # far beyond max_wait: only the announcement holds the pass
+    late = [batcher.submit(x, group=request, expected=True) for x in (3, 4)]
+    results = [f.result(timeout=10) for f in early + late]
+    batcher.close()
+    assert forward.passes == [[1, 2, 3, 4]]
+    assert [value for value, _ in results] == [2, 4, 6, 8]
+
+
+def test_a_withdrawn_item_releases_the_pass_and_fill_wait_bounds_the_delay():
+    forward = Recorder()
+    batcher = DynamicBatcher(forward, max_batch_size=8, max_wait_s=0.01, name="t",
+                             fill_wait_s=5.0)
+    request, slow = object(), object()
+    batcher.expect(request)
+    batcher.expect(request)
+    started = time.monotonic()
+    first = batcher.submit(1, group=request, expected=True)
+    time.sleep(0.1)
+    batcher.withdraw(request)  # its decode failed: nothing more is coming
+    assert first.result(timeout=10)[0] == 2
+    assert time.monotonic() - started < 2.0
+    # An announced item that never arrives delays a pass by fill_wait_s at most.
+    bounded = DynamicBatcher(forward, max_batch_size=8, max_wait_s=0.01, name="t2",
+                             fill_wait_s=0.3)
+    bounded.expect(slow)
+    started = time.monotonic()
+    assert bounded.submit(5).result(timeout=10)[0] == 10
+    elapsed = time.monotonic() - started
+    bounded.withdraw(slow)
+    bounded.close()
+    batcher.close()
+    assert 0.25 <= elapsed < 2.5
+
+
 def test_health_check_notices_a_model_that_changed(tmp_path: Path):
     """A real tiny DINOv2: healthy after load, unhealthy once its weights are corrupted."""
     import torch

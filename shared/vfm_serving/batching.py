@@ -8,7 +8,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, TypeVar
 
 from vfm_serving import metrics
 from vfm_serving.errors import InvalidBatchSize, ModelError, ServingError
@@ -69,6 +69,11 @@ class DynamicBatcher:
     """One worker thread that owns the model: it takes queued items (from any request), waits at
     most `max_wait_s` after the oldest one for the batch to fill, and runs one forward pass.
 
+    Items announced with `expect(group)` (being fetched / decoded right now) keep a pass that is
+    not full open longer, up to `fill_wait_s` after the oldest queued item: an 8-image request
+    becomes one pass of 8 instead of passes of whatever finished decoding first. `submit(...,
+    expected=True)` or `withdraw(group)` settles each announcement.
+
     Each item carries a cap (its request's batch size): a forward pass never holds more items
     than the smallest cap among them, nor more than `max_batch_size`. Items are taken in arrival
     order; an item that does not fit the current pass waits for the next one. With
@@ -79,25 +84,39 @@ class DynamicBatcher:
     """
 
     def __init__(self, forward: ForwardFn, *, max_batch_size: int, max_wait_s: float,
-                 name: str, merge_groups: bool = True) -> None:
-        if max_batch_size < 1 or max_wait_s < 0:
-            raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
+                 name: str, merge_groups: bool = True, fill_wait_s: float = 0.0) -> None:
+        if max_batch_size < 1 or max_wait_s < 0 or fill_wait_s < 0:
+            raise ValueError("max_batch_size must be >= 1, max_wait_s and fill_wait_s >= 0")
         self._forward = forward
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.fill_wait_s = max(fill_wait_s, max_wait_s)
         self.name = name
         self.merge_groups = merge_groups
         self._queue: Deque[_Pending] = collections.deque()
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
+        self._coming: Dict[int, int] = {}  # id(group) -> announced items not yet submitted
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, item: Any, cap: Optional[int] = None, group: object = None
-               ) -> "concurrent.futures.Future[Any]":
+    def expect(self, group: object) -> None:
+        """Announce one item of `group` that is on its way (settle it with `submit(...,
+        expected=True)` or `withdraw`)."""
+        with self._cond:
+            self._coming[id(group)] = self._coming.get(id(group), 0) + 1
+
+    def withdraw(self, group: object) -> None:
+        """An announced item of `group` will not come (its decode failed or was cancelled)."""
+        with self._cond:
+            self._settle(group)
+            self._cond.notify()
+
+    def submit(self, item: Any, cap: Optional[int] = None, group: object = None, *,
+               expected: bool = False) -> "concurrent.futures.Future[Any]":
         """Queue one item of `group` (its request); the future resolves to (forward result,
-        BatchInfo).
+        BatchInfo). `expected`: the item was announced with `expect(group)`.
 
         Raises:
             RuntimeError: the batcher is closed.
@@ -105,11 +124,27 @@ class DynamicBatcher:
         future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
         cap = self.max_batch_size if cap is None else max(1, min(cap, self.max_batch_size))
         with self._cond:
+            if expected:
+                self._settle(group)
             if self._closed:
                 raise RuntimeError("batcher is closed")
             self._queue.append(_Pending(item, cap, group, future, time.monotonic()))
             self._cond.notify()
         return future
+
+    def _settle(self, group: object) -> None:
+        """One announced item of `group` arrived or was withdrawn (caller holds the lock)."""
+        left = self._coming.get(id(group), 0) - 1
+        if left > 0:
+            self._coming[id(group)] = left
+        else:
+            self._coming.pop(id(group), None)
+
+    def _more_coming(self) -> bool:
+        """Could an announced item still join the pass being formed? (caller holds the lock)"""
+        if self.merge_groups:
+            return bool(self._coming)
+        return id(self._queue[0].group) in self._coming
 
     def close(self) -> None:
         """Stop the worker after the queued items are done."""
@@ -141,10 +176,11 @@ class DynamicBatcher:
                 if self._closed:
                     return None
                 self._cond.wait()
-            deadline = self._queue[0].enqueued + self.max_wait_s
+            oldest = self._queue[0].enqueued
             while True:
                 chosen, limit = _select(self._queue, self.max_batch_size, self.merge_groups)
-                remaining = deadline - time.monotonic()
+                wait = self.fill_wait_s if self._more_coming() else self.max_wait_s
+                remaining = oldest + wait - time.monotonic()
                 if len(chosen) >= limit or remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)

@@ -32,6 +32,9 @@ from vfm_serving.inputs.sources import ImageSource, labelled, source_bytes
 from vfm_serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+# Bodies up to this size are parsed on the event loop (a thread hop costs more than the parse);
+# larger ones (tens of MB of base64 images take ~0.1 s) in a worker thread.
+INLINE_BODY_BYTES = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +104,8 @@ class ServingPipeline:
         self.settings = settings
         self.batcher = DynamicBatcher(runner.forward, max_batch_size=runner.optimal_batch_size,
                                       max_wait_s=settings.batch_max_wait_ms / 1000, name=name,
-                                      merge_groups=settings.dynamic_batching)
+                                      merge_groups=settings.dynamic_batching,
+                                      fill_wait_s=settings.batch_fill_wait_ms / 1000)
         self._decoders = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.fetch_concurrency, thread_name_prefix=f"{name}-decode")
         self._golden: Optional[np.ndarray] = None
@@ -113,7 +117,11 @@ class ServingPipeline:
         try:
             with metrics.stage_timer(self.name, "body"):
                 raw = await read_limited(request, self.settings.max_request_bytes)
-                body = read_body(raw, request.headers.get("content-type"), self.settings)
+                content_type = request.headers.get("content-type")
+                if len(raw) > INLINE_BODY_BYTES:  # keep the event loop free for other requests
+                    body = await asyncio.to_thread(read_body, raw, content_type, self.settings)
+                else:
+                    body = read_body(raw, content_type, self.settings)
             parsed = self.api.parse(body)
             results = await self.run(parsed)
             response = await asyncio.to_thread(self._encode, parsed, results)
@@ -171,13 +179,21 @@ class ServingPipeline:
             if parsed.fail_fast and failed.is_set():
                 return ItemResult(_SKIPPED)
             loop = asyncio.get_running_loop()
+            self.batcher.expect(parsed)  # a pass being formed may wait for this item's decode
+            submitted = False
             try:
-                item = await loop.run_in_executor(self._decoders, self._prepare, source, parsed)
-            except ServingError as err:
-                return ItemResult(labelled(err, source))
-            if parsed.fail_fast and failed.is_set():
-                return ItemResult(_SKIPPED)
-            future = self.batcher.submit(item, parsed.batch_cap, group=parsed)
+                try:
+                    item = await loop.run_in_executor(self._decoders, self._prepare, source,
+                                                      parsed)
+                except ServingError as err:
+                    return ItemResult(labelled(err, source))
+                if parsed.fail_fast and failed.is_set():
+                    return ItemResult(_SKIPPED)
+                future = self.batcher.submit(item, parsed.batch_cap, group=parsed, expected=True)
+                submitted = True
+            finally:
+                if not submitted:
+                    self.batcher.withdraw(parsed)
             value, info = await asyncio.wrap_future(future)
             if isinstance(value, ServingError):
                 value = labelled(value, source)

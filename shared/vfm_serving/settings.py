@@ -41,6 +41,9 @@ class ServingSettings:
             float16 | bfloat16.
         batch_max_wait_ms: how long the dynamic batcher waits for more items (from any request)
             once it has one, before running a forward pass that is not full.
+        batch_fill_wait_ms: while images already being fetched / decoded could still fill the
+            pass, the batcher keeps it open up to this long (after its oldest image) instead
+            (a request of 8 images becomes one pass of 8, not passes of what decoded first).
         dynamic_batching: merge items of concurrent requests into one forward pass; off = a pass
             holds items of one request only (the pre-batcher behaviour, for comparison).
         health_recheck_s: the readiness probe repeats the golden inference at most this often
@@ -67,6 +70,7 @@ class ServingSettings:
     reduced_decode: bool = True
     precision: str = "auto"
     batch_max_wait_ms: float = 5.0
+    batch_fill_wait_ms: float = 200.0
     dynamic_batching: bool = True
     health_recheck_s: float = 10.0
     gcs_endpoint: str = "https://storage.googleapis.com"
@@ -109,9 +113,10 @@ class ServingSettings:
             raise ValueError("max_aspect_ratio must be >= 1 and fetch_timeout_s > 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-        if self.max_redirects < 0 or self.batch_max_wait_ms < 0 or self.max_json_depth < 2:
-            raise ValueError("max_redirects and batch_max_wait_ms must be >= 0, "
-                             "max_json_depth >= 2")
+        if (self.max_redirects < 0 or self.batch_max_wait_ms < 0
+                or self.batch_fill_wait_ms < 0 or self.max_json_depth < 2):
+            raise ValueError("max_redirects, batch_max_wait_ms and batch_fill_wait_ms must be "
+                             ">= 0, max_json_depth >= 2")
 
 
 def _parse_bool(raw: str) -> bool:

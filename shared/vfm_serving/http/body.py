@@ -65,7 +65,11 @@ _DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as int8: +1, +1,
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # 19+ digit runs may leave the 64-bit range: only then do integers go through the checking hook.
-_LONG_DIGITS = re.compile("[0-9]{19,}")
+# Found with a translate + substring search (C speed; a `[0-9]{19,}` regex has no literal prefix
+# and scans a 35 MB base64 body at ~80 MB/s).
+LONG_DIGIT_RUN = 19
+_DIGITS_TO_ONE = bytes(0x31 if 0x30 <= byte <= 0x39 else 0x30 for byte in range(256))
+_DIGIT_RUN = b"1" * LONG_DIGIT_RUN
 
 
 def read_body(raw: bytes, content_type: Optional[str], settings: ServingSettings) -> Any:
@@ -133,7 +137,7 @@ def _read_json(raw: bytes, max_depth: int) -> Any:
         raise InvalidJson("request body is empty: send a JSON object")
     check_depth(text, max_depth)
     hooks = {"parse_float": _parse_float, "parse_constant": _reject_constant}
-    if _LONG_DIGITS.search(text):
+    if has_long_digit_run(raw):
         hooks["parse_int"] = _parse_int
     try:
         value = json.loads(text, **hooks)  # type: ignore[arg-type]
@@ -145,6 +149,12 @@ def _read_json(raw: bytes, max_depth: int) -> Any:
     if _SURROGATE_ESCAPE.search(text):
         value = _checked(value, max_depth, from_msgpack=False)
     return value
+
+
+def has_long_digit_run(raw: bytes) -> bool:
+    """True if `raw` has `LONG_DIGIT_RUN` or more ASCII digits in a row (anywhere, even in
+    strings: a cheap over-approximation that only decides whether the checking hook runs)."""
+    return _DIGIT_RUN in raw.translate(_DIGITS_TO_ONE)
 
 
 def check_depth(text: str, max_depth: int) -> None:

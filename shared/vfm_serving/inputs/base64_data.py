@@ -43,6 +43,37 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
     if not isinstance(text, str):
         raise InvalidBase64(f"base64 image must be a string, got {type(text).__name__}")
     _, payload = split_data_url(text.strip())
+    data = _decode_canonical(payload)
+    if data is None:
+        data = _decode_tolerant(payload, max_bytes)
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"encoded image is larger than the limit of {max_bytes} bytes")
+    if not data:
+        raise InvalidBase64("base64 image decodes to zero bytes")
+    return data
+
+
+def _decode_canonical(payload: str) -> Optional[bytes]:
+    """The fast path for what nearly every client sends: padded standard base64 with no
+    whitespace, decoded by binascii's strict C decoder (no regex pass, no copies).
+
+    Returns:
+        The bytes, or None when `payload` is not in that form (the tolerant path decides).
+    """
+    if not payload or not payload.isascii():
+        return None
+    try:
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except binascii.Error:
+        return None
+
+
+def _decode_tolerant(payload: str, max_bytes: int) -> bytes:
+    """Whitespace anywhere, URL-safe alphabet, missing padding.
+
+    Raises:
+        InvalidBase64, ImageTooLarge.
+    """
     payload = _WHITESPACE.sub("", payload)
     if not payload:
         raise InvalidBase64("base64 image is empty")
@@ -57,8 +88,4 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
         data = base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidBase64(f"image is not valid base64: {exc}") from None
-    if len(data) > max_bytes:
-        raise ImageTooLarge(f"encoded image is larger than the limit of {max_bytes} bytes")
-    if not data:
-        raise InvalidBase64("base64 image decodes to zero bytes")
     return data
