@@ -35,7 +35,7 @@ def _copy_moved(name: str) -> np.ndarray:
     pytest.param("flower", marks=pytest.mark.xfail(
         reason="the copied block is smooth out-of-focus background: too few SIFT keypoints for "
                "the keypoint detector (the old dense-descriptor detector found it)",
-        strict=False)),
+        strict=True)),
     "china"])
 def test_copy_move_marks_source_and_target_not_the_rest(name):
     match = copy_move_maps(_copy_moved(name))[0]

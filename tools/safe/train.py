@@ -60,7 +60,7 @@ from vfm_serving.detection.windows import cut_mask_windows, patch_fractions
 from vfm_serving.embeddings.dinov2 import Backbone, load_backbone
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "safe-features-v8"
+CACHE_VERSION = "safe-features-v9"  # v9: SIFT copy-move maps
 MAX_NATURAL_FP = 0.05
 
 
@@ -93,6 +93,9 @@ class TrainOptions:
     patches_per_image: int = 600
     global_epochs: int = 400
     global_weight_decay: float = 3e-2
+    # Backbone tokens (mean CLS, mean patch token) in the global head: "auto" = off for a
+    # random-weight stand-in (its tokens are noise the head would overfit), on for real weights.
+    global_tokens: str = "auto"  # auto | true | false
     folds: int = 3
 
 
@@ -271,8 +274,9 @@ def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
         assert s.features is not None
         detection = detection_from_features(heads, s.features)
         probs = patch_probabilities(heads.patch, s.features)
-        logits = global_logits(heads.global_, global_vector(s.features, probs,
-                                                            heads.config.pooling_threshold))
+        logits = global_logits(heads.global_, global_vector(
+            s.features, probs, heads.config.pooling_threshold,
+            heads.config.global_token_features))
         out.append(Scored(s, detection, logits))
     return out
 
@@ -363,9 +367,9 @@ def evaluate(scored: Sequence[Scored], threshold: float) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- driver
 
 def _global_matrix(samples: Sequence[Sample], probs: Sequence[torch.Tensor],
-                   threshold: float) -> torch.Tensor:
+                   threshold: float, token_features: bool) -> torch.Tensor:
     """Stack global vectors [B, G]."""
-    return torch.stack([global_vector(s.features, p, threshold)
+    return torch.stack([global_vector(s.features, p, threshold, token_features)
                         for s, p in zip(samples, probs, strict=True)])
 
 
@@ -394,7 +398,8 @@ def out_of_fold_scores(train: Sequence[Sample], oof: Sequence[torch.Tensor], fol
     """Train images scored by heads that never saw their source (the fold's patch head + a
     global head trained on the other folds): more calibration data than val alone."""
     scored: List[Scored] = []
-    vectors = _global_matrix(train, oof, config.pooling_threshold)
+    vectors = _global_matrix(train, oof, config.pooling_threshold,
+                             config.global_token_features)
     labels = torch.tensor([s.label for s in train])
     for fold, patch_head in enumerate(patch_heads):
         inside = [i for i, f in enumerate(folds) if f == fold]
@@ -403,6 +408,17 @@ def out_of_fold_scores(train: Sequence[Sample], oof: Sequence[torch.Tensor], fol
         heads = Heads(patch=patch_head, global_=global_head, config=config)
         scored += score([train[i] for i in inside], heads)
     return scored
+
+
+def global_token_features(choice: str, standin: bool) -> bool:
+    """Resolve TrainOptions.global_tokens ("auto" | "true" | "false") for a backbone.
+
+    Raises:
+        ValueError: another value.
+    """
+    if choice not in ("auto", "true", "false"):
+        raise ValueError(f"global_tokens must be auto, true or false, not {choice!r}")
+    return not standin if choice == "auto" else choice == "true"
 
 
 def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
@@ -420,6 +436,7 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     backbone = load_backbone(backbone_source, input_size=224, mean=IMAGENET_MEAN,
                              std=IMAGENET_STD, model_id=backbone_id or backbone_source,
                              device="cpu")
+    tokens = global_token_features(options.global_tokens, backbone.is_standin)
     samples = read_dataset(data, options)
     extract_all(samples, backbone, cache, options)
     by_split = {k: [s for s in samples if s.split == k] for k in ("train", "val", "test")}
@@ -434,15 +451,17 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     if not fold_heads:
         oof = [patch_probabilities(patch_head, s.features) for s in train_s]
     y_train = torch.tensor([s.label for s in train_s])
-    global_head = train_global_head(_global_matrix(train_s, oof, pooling_threshold), y_train,
-                                    options)
+    global_head = train_global_head(_global_matrix(train_s, oof, pooling_threshold, tokens),
+                                    y_train, options)
     # The pooled "fraction above threshold" feature used 0.5 during training; keep it so.
     config = HeadsConfig(
         backbone_model_id=backbone.model_id, backbone_hidden_size=backbone.layout.hidden_size,
         backbone_patch_size=backbone.layout.patch_size, input_size=backbone.layout.input_size,
         residual_features=FEATURE_NAMES, forensic_features=FORENSIC_NAMES,
         patch_in_dim=patch_dim(backbone.layout.hidden_size),
-        patch_hidden=options.patch_hidden, global_in_dim=global_dim(backbone.layout.hidden_size),
+        patch_hidden=options.patch_hidden,
+        global_in_dim=global_dim(backbone.layout.hidden_size, tokens),
+        global_token_features=tokens,
         mask_threshold=0.5, pooling_threshold=pooling_threshold, temperature=1.0,
         labels=LABELS, backbone_source=record_source or backbone_source,
         backbone_fingerprint=backbone_fingerprint(backbone),

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 _EPS = 1e-6
 
 
@@ -256,7 +256,7 @@ def copy_move_maps(rgb: np.ndarray, settings: CopyMoveSettings = CopyMoveSetting
     pos, desc = _keypoints(grey, settings)
     pairs = _self_matches(pos, desc, settings)
     transforms = _transforms(pos, pairs, settings) if len(pairs) else []
-    LOG.debug("copy-move: %d keypoints, %d matches, %d transforms", len(pos), len(pairs),
+    log.debug("copy-move: %d keypoints, %d matches, %d transforms", len(pos), len(pairs),
               len(transforms))
     if transforms:
         level = grey.astype(np.float32)

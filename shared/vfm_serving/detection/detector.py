@@ -6,7 +6,8 @@ z-score [R] and its absolute value [R] ; the forensic maps (forensics.py) read a
 centre [M = 2 copy-move maps as they are + K relative maps as robust z-scores] ; their
 neighbourhood mean [M] and the absolute neighbourhood z of the relative maps [K].
 (Absolute residual levels enter only the global head.)
-Global features per image: mean CLS [D] ; mean patch token [D] ; pooled patch probabilities
+Global features per image: mean CLS [D] ; mean patch token [D] (both left out when the heads
+say `global_token_features: false`) ; pooled patch probabilities
 (mean, max, top-5% mean, fraction above the pooling threshold) [4] ; image median of the residual
 statistics [R] ; probability-weighted residual statistics and z-scores [2R] ; per forensic
 feature the mean, max and top-5% mean over patches and the probability-weighted mean [4M] ;
@@ -221,15 +222,18 @@ def patch_dim(hidden_size: int) -> int:
     return hidden_size + 3 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES)
 
 
-def global_dim(hidden_size: int) -> int:
-    """Width of `global_vector` for a backbone of `hidden_size`."""
-    return (2 * hidden_size + 4 + 3 * len(FEATURE_NAMES) + 4 * NUM_FORENSIC
-            + len(RELATIVE_NAMES))
+def global_dim(hidden_size: int, token_features: bool = True) -> int:
+    """Width of `global_vector` for a backbone of `hidden_size` (`token_features`: whether the
+    backbone's mean CLS and mean patch token are part of it)."""
+    tokens = 2 * hidden_size if token_features else 0
+    return tokens + 4 + 3 * len(FEATURE_NAMES) + 4 * NUM_FORENSIC + len(RELATIVE_NAMES)
 
 
-def global_vector(features: ImageFeatures, patch_probs: torch.Tensor,
-                  threshold: float) -> torch.Tensor:
-    """Image features [global_dim(D)] from frozen features and patch probabilities [N, P]."""
+def global_vector(features: ImageFeatures, patch_probs: torch.Tensor, threshold: float,
+                  token_features: bool = True) -> torch.Tensor:
+    """Image features [global_dim(D, token_features)] from frozen features and patch
+    probabilities [N, P]. Without `token_features` the backbone's tokens are left out (heads
+    trained on a random-weight stand-in: its tokens carry no semantics, only noise to overfit)."""
     probs = patch_probs.reshape(-1)
     k = max(1, int(round(TOPK_FRACTION * probs.numel())))
     pooled = torch.stack([probs.mean(), probs.max(), probs.topk(k).values.mean(),
@@ -241,9 +245,9 @@ def global_vector(features: ImageFeatures, patch_probs: torch.Tensor,
     forensic_pooled = torch.cat([forensic.mean(0), forensic.max(0).values,
                                  forensic.topk(k, dim=0).values.mean(0),
                                  (weights * forensic).sum(0)])
-    return torch.cat([features.cls.mean(0), features.patch_tokens.mean((0, 1)), pooled,
-                      features.median, (weights * stats).sum(0), (weights * dev).sum(0),
-                      forensic_pooled, features.forensic_median])
+    tokens = [features.cls.mean(0), features.patch_tokens.mean((0, 1))] if token_features else []
+    return torch.cat([*tokens, pooled, features.median, (weights * stats).sum(0),
+                      (weights * dev).sum(0), forensic_pooled, features.forensic_median])
 
 
 @torch.no_grad()
@@ -286,7 +290,8 @@ def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
     stitched probability map [H, W] at the original size, mask by the mask rule). The one
     function both the server and tools.safe.train use to score an image."""
     probs = patch_probabilities(heads.patch, features)
-    vector = global_vector(features, probs, heads.config.pooling_threshold)
+    vector = global_vector(features, probs, heads.config.pooling_threshold,
+                           heads.config.global_token_features)
     logprobs = calibrated_logprobs(global_logits(heads.global_, vector), heads.config.temperature,
                                    heads.config.logit_bias)
     label = int(np.argmax(logprobs))

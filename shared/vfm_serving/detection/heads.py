@@ -88,6 +88,7 @@ class HeadsConfig:
     backbone_fingerprint: str = ""
     pooling_threshold: float = 0.5
     logit_bias: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+    global_token_features: bool = True  # mean CLS + mean patch token in the global vector
     trained_on_standin: bool = False
     provenance: str = ""
     metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
