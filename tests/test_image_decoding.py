@@ -108,6 +108,17 @@ def test_base64_alphabets_and_padding(size: int) -> None:
         assert decode_base64(text, 100) == data, text
 
 
+@given(st.binary(min_size=1, max_size=300), st.integers(1, 80))
+def test_fast_and_tolerant_base64_paths_agree(data: bytes, wrap: int) -> None:
+    """Canonical base64 takes the binascii fast path; wrapped / URL-safe / unpadded text takes
+    the tolerant path: both give the original bytes."""
+    standard = base64.b64encode(data).decode()
+    wrapped = "\n".join(standard[i:i + wrap] for i in range(0, len(standard), wrap))
+    unpadded = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    assert decode_base64(standard, 1000) == decode_base64(wrapped, 1000) == data
+    assert decode_base64(unpadded, 1000) == data
+
+
 @pytest.mark.parametrize("text", ["A", "AAAAA", "AA=A", "AB==C", "A===", "****", "AA AA!",
                                   "é" * 4, "data:image/png,AAAA", "=", "===="])
 def test_base64_still_refuses_what_is_not_base64(text: str) -> None:
