@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any, List, Optional, Protocol, Sequence, Union
 
@@ -108,6 +109,9 @@ class ServingPipeline:
                                       fill_wait_s=settings.batch_fill_wait_ms / 1000)
         self._decoders = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.fetch_concurrency, thread_name_prefix=f"{name}-decode")
+        # Fetching waits on the network (fetch_concurrency threads); preparing is CPU work
+        # (decode, resize, SAFE's forensics): at most decode_slots() of it at once.
+        self._cpu_slots = threading.BoundedSemaphore(settings.decode_slots())
         self._golden: Optional[np.ndarray] = None
         self._last_health = (0.0, False)
 
@@ -207,7 +211,9 @@ class ServingPipeline:
         """
         with metrics.stage_timer(self.name, "decode"):
             try:
-                return self.runner.prepare(source_bytes(source, self.settings), parsed)
+                data = source_bytes(source, self.settings)
+                with self._cpu_slots:
+                    return self.runner.prepare(data, parsed)
             except ServingError:
                 raise
             except Exception as exc:

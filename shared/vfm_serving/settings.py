@@ -30,6 +30,9 @@ class ServingSettings:
             byte of the body), not a per-read timeout.
         fetch_concurrency: how many images of one request are fetched and decoded at once (also
             bounds how many full-size decoded images are in memory per request).
+        decode_concurrency: how many images are decoded / prepared (CPU work) at once, across
+            requests; 0 = the CPUs this process may use. Fetching (network) is bounded by
+            fetch_concurrency only: more decoding threads than cores only slows each down.
         max_redirects: most HTTP redirects followed per download; each hop is re-checked.
         allow_private_urls: fetch URLs whose host resolves to loopback/private/link-local/...
             addresses (off by default: SSRF guard; tests and on-prem deployments turn it on).
@@ -63,6 +66,7 @@ class ServingSettings:
     max_aspect_ratio: float = 1000.0
     fetch_timeout_s: float = 15.0
     fetch_concurrency: int = 8
+    decode_concurrency: int = 0
     max_redirects: int = 5
     allow_private_urls: bool = False
     max_request_bytes: int = 100 * 1024 * 1024
@@ -113,10 +117,17 @@ class ServingSettings:
             raise ValueError("max_aspect_ratio must be >= 1 and fetch_timeout_s > 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-        if (self.max_redirects < 0 or self.batch_max_wait_ms < 0
+        if (self.max_redirects < 0 or self.batch_max_wait_ms < 0 or self.decode_concurrency < 0
                 or self.batch_fill_wait_ms < 0 or self.max_json_depth < 2):
-            raise ValueError("max_redirects, batch_max_wait_ms and batch_fill_wait_ms must be "
-                             ">= 0, max_json_depth >= 2")
+            raise ValueError("max_redirects, batch_max_wait_ms, batch_fill_wait_ms and "
+                             "decode_concurrency must be >= 0, max_json_depth >= 2")
+
+    def decode_slots(self) -> int:
+        """`decode_concurrency`, or the CPUs this process may use when it is 0."""
+        if self.decode_concurrency:
+            return self.decode_concurrency
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1)
 
 
 def _parse_bool(raw: str) -> bool:
