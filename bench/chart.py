@@ -1,7 +1,7 @@
 """The PNG chart of bench/results/throughput.json (matplotlib, headless)."""
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import matplotlib
 
@@ -58,6 +58,13 @@ def _ratios(ax: Any, cases: Dict[str, Any], results: Dict[str, Any]) -> None:
     ax.set_title("bare forward / end to end (median, min-max; red: target)")
 
 
+def _label_bars(ax: Any, bars: Any, texts: List[str], fontsize: Optional[int] = 9) -> None:
+    """Write each text centred above its bar."""
+    for bar, text in zip(bars, texts, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), text, ha="center",
+                va="bottom", fontsize=fontsize)
+
+
 def _throughput(ax: Any, cases: Dict[str, Any]) -> None:
     names = _names(cases)
     ys = range(len(names))
@@ -82,9 +89,7 @@ def _concurrency(ax: Any, conc: Any) -> None:
         values += [row["single_request_images_per_s"], row["concurrent_images_per_s"]]
         notes += [row["mean_forward_batch_single_request"], row["mean_forward_batch_concurrent"]]
     bars = ax.bar(labels, values, color=["tab:blue", "tab:orange"] * 2)
-    for bar, note in zip(bars, notes, strict=True):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"mean batch {note:.1f}",
-                ha="center", va="bottom", fontsize=9)
+    _label_bars(ax, bars, [f"mean batch {note:.1f}" for note in notes])
     ax.set_ylabel("images/s")
     ax.set_title("concurrent single-image clients vs one request")
 
@@ -96,9 +101,7 @@ def _wire(ax: Any, cases: Dict[str, Any]) -> None:
         return
     sizes = [cases[n]["response_bytes"] / 2**20 for n in names]
     bars = ax.bar([n.replace("segment_8_", "") for n in names], sizes, color="tab:green")
-    for bar, size in zip(bars, sizes, strict=True):
-        ax.text(bar.get_x() + bar.get_width() / 2, size, f"{size:.1f} MiB", ha="center",
-                va="bottom")
+    _label_bars(ax, bars, [f"{size:.1f} MiB" for size in sizes], fontsize=None)
     ax.set_ylabel("MiB per response")
     ax.set_title("bytes on the wire: 8 images, segmentation [8, 384, 16, 16]")
 
@@ -128,11 +131,9 @@ def _encoding(ax: Any, enc: Dict[str, Any]) -> None:
     labels = ["old: tolist +\njson.dumps", "float32 JSON\n(orjson numpy)", "base64\nfloat32",
               "base64\nfloat16"][:len(names)]
     bars = ax.bar(labels, ms, color="tab:purple")
-    for bar, name in zip(bars, names, strict=True):
-        row = enc["encoders"][name]
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(),
-                f"{row['median_s'] * 1000:.0f} ms\nx{row['speedup_vs_old']:.0f}",
-                ha="center", va="bottom", fontsize=9)
+    rows = [enc["encoders"][name] for name in names]
+    _label_bars(ax, bars, [f"{row['median_s'] * 1000:.0f} ms\nx{row['speedup_vs_old']:.0f}"
+                           for row in rows])
     ax.set_yscale("log")
     ax.set_ylabel("ms (log)")
     ax.set_title(f"JSON encoding of {enc['shape']} float32")

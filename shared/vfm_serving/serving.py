@@ -186,17 +186,15 @@ class ServingPipeline:
             self.batcher.expect(parsed)  # a pass being formed may wait for this item's decode
             submitted = False
             try:
-                try:
-                    item = await loop.run_in_executor(self._decoders, self._prepare, source,
-                                                      parsed)
-                except ServingError as err:
-                    return ItemResult(labelled(err, source))
+                item = await loop.run_in_executor(self._decoders, self._prepare, source, parsed)
                 if parsed.fail_fast and failed.is_set():
                     return ItemResult(_SKIPPED)
                 future = self.batcher.submit(item, parsed.batch_cap, group=parsed, expected=True)
                 submitted = True
+            except ServingError as err:
+                return ItemResult(labelled(err, source))
             finally:
-                if not submitted:
+                if not submitted:  # failed, skipped or cancelled: nothing more is coming
                     self.batcher.withdraw(parsed)
             value, info = await asyncio.wrap_future(future)
             if isinstance(value, ServingError):
