@@ -8,8 +8,7 @@ safe_detector/README.md for which bars are met and which are missed).
 
 import pytest
 
-from tools.safe.evaluate import EVALUATION_SEED, evaluate_set
-from tools.safe.synth import make_dataset
+from tools.safe.evaluate import evaluate_set, make_evaluation_set
 from tools.sample_photos import EVALUATION_ONLY_SOURCES
 
 MEAN_IOU_FLOOR = 0.2
@@ -20,7 +19,7 @@ EDITED_BA_FLOOR = 0.5
 @pytest.fixture(scope="module")
 def metrics(tmp_path_factory, truss_server_factory):
     data = tmp_path_factory.mktemp("safe-eval")
-    rows = make_dataset(data, sources=EVALUATION_ONLY_SOURCES, crops=1, seed=EVALUATION_SEED)
+    rows = make_evaluation_set(data, crops=1)
     assert {row["package"] for row in rows} == set(EVALUATION_ONLY_SOURCES)
     assert {row["split"] for row in rows} == {"test"}
     server = truss_server_factory("safe_detector")

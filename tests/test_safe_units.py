@@ -2,6 +2,8 @@
 mask rule, AUC formula."""
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from vfm_serving.detection.windows import plan_tiling, stitch, window_starts
 from vfm_serving.errors import InvalidRequest, MediaTypeMismatch, MissingImage
 from vfm_serving.outputs.masks import mask_to_png
 from vfm_serving.settings import ServingSettings
+
+SHIPPED_HEADS = Path(__file__).resolve().parents[1] / "safe_detector" / "data"
 
 
 def png_to_mask(data: bytes) -> np.ndarray:
@@ -119,3 +123,65 @@ def test_safe_settings_from_env():
     settings = ServingSettings.from_env({"VFM_SAFE_WINDOW_STRIDE": "112",
                                          "VFM_SAFE_MAX_WINDOWS": "9"})
     assert settings.safe_window_stride == 112 and settings.safe_max_windows == 9
+
+
+def test_heads_of_an_older_format_fail_at_load(tmp_path):
+    """Heads whose global vector was defined differently (format 2: maxima, not top-1% means)
+    must not load silently."""
+    from vfm_serving.detection.heads import FORMAT_VERSION, HeadsMismatchError
+
+    config = json.loads((SHIPPED_HEADS / "heads.json").read_text())
+    assert config["format_version"] == FORMAT_VERSION == 3
+    config["format_version"] = 2
+    (tmp_path / "heads.json").write_text(json.dumps(config))
+    with pytest.raises(HeadsMismatchError, match="format_version 2"):
+        read_config(tmp_path)
+
+
+def test_patch_rows_without_tokens_have_the_declared_width():
+    from vfm_serving.detection.detector import ImageFeatures, patch_dim, patch_matrix
+    from vfm_serving.detection.forensics import NUM_FORENSIC, RELATIVE_NAMES
+
+    n, grid, hidden, r = 2, 4, 8, len(FEATURE_NAMES)
+    tiling = plan_tiling(64, 64, 56, 56, 4)
+    features = ImageFeatures(
+        tiling=tiling, patch_tokens=torch.randn(n, grid * grid, hidden),
+        cls=torch.randn(n, hidden), stats=torch.randn(n, grid * grid, r),
+        deviation=torch.randn(n, grid * grid, r), median=torch.randn(r), grid=grid,
+        forensic=torch.randn(n, grid * grid, NUM_FORENSIC),
+        forensic_median=torch.randn(len(RELATIVE_NAMES)))
+    with_tokens, without = patch_matrix(features, True), patch_matrix(features, False)
+    assert with_tokens.shape == (n * grid * grid, patch_dim(hidden, True))
+    assert without.shape == (n * grid * grid, patch_dim(hidden, False))
+    # the token-free rows are the token rows with the first `hidden` columns removed
+    torch.testing.assert_close(without, with_tokens[:, hidden:])
+
+
+def test_global_pooling_does_not_grow_with_the_number_of_patches():
+    """The pooled 'maxima' of the forensic features are top-1% means: an image tiled into more
+    windows does not score higher just because it has more patches. On i.i.d. N(0, 1) features
+    the max over 8x more patches grows by ~0.5; the top-1% mean stays near 2.67."""
+    from vfm_serving.detection.detector import ImageFeatures, global_vector
+    from vfm_serving.detection.forensics import NUM_FORENSIC, RELATIVE_NAMES
+
+    rng = torch.Generator().manual_seed(0)
+    r = len(FEATURE_NAMES)
+
+    def pooled(windows: int) -> tuple:
+        p = 256
+        forensic = torch.randn(windows, p, NUM_FORENSIC, generator=rng)
+        features = ImageFeatures(
+            tiling=plan_tiling(224, 224, 224, 168, 1), patch_tokens=torch.zeros(windows, p, 4),
+            cls=torch.zeros(windows, 4), stats=torch.zeros(windows, p, r),
+            deviation=torch.zeros(windows, p, r), median=torch.zeros(r), grid=16,
+            forensic=forensic, forensic_median=torch.zeros(len(RELATIVE_NAMES)))
+        vector = global_vector(features, torch.full((windows, p), 0.1), 0.5,
+                               token_features=False)
+        start = 4 + 3 * r + NUM_FORENSIC           # pooled probs, residual blocks, forensic means
+        top1 = vector[start:start + NUM_FORENSIC]
+        return float(top1.mean()), float(forensic.reshape(-1, NUM_FORENSIC).max(0).values.mean())
+
+    (top1_small, max_small), (top1_large, max_large) = pooled(4), pooled(32)
+    assert max_large - max_small > 0.3                 # what a max would have done
+    assert abs(top1_large - top1_small) < 0.15
+    assert 2.4 < top1_small < 2.95 and 2.4 < top1_large < 2.95

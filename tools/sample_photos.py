@@ -5,6 +5,9 @@ package's own files, nothing is downloaded):
 
 - scikit-image: astronaut, brick, cell, chelsea, coffee, coins, grass, gravel,
   hubble_deep_field, immunohistochemistry, moon, motorcycle, retina, rocket, text (training);
+- opencv-python: 26 camera photos of `opencv/samples/data/` in its SOURCE archive, not the wheel
+  (tools/photo_archives.py fetches the pinned sdist from PyPI once; names prefixed `cv_`)
+  (training);
 - mahotas: luispedro, nuclear; glymur: nemo, goodstuff (validation: calibration, model choice);
 - scikit-learn: china, flower; matplotlib: grace_hopper; PyWavelets: aero, ascent, camera
   (EVALUATION ONLY, never in training).
@@ -29,10 +32,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from tools.photo_archives import ARCHIVES, archive_photo
+
 SOURCES: Dict[str, Tuple[str, ...]] = {
     "scikit-image": ("astronaut", "brick", "cell", "chelsea", "coffee", "coins", "grass",
                      "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "motorcycle",
                      "retina", "rocket", "text"),
+    "opencv-python": tuple(ARCHIVES["opencv-python"].files),
     "mahotas": ("luispedro", "nuclear"),
     "glymur": ("nemo", "goodstuff"),
     "scikit-learn": ("china", "flower"),
@@ -104,8 +110,12 @@ def _load(name: str) -> Image.Image:
         import pywt.data
 
         return Image.fromarray(getattr(pywt.data, name)()).convert("RGB")
-    module, folder, files = _PACKAGE_FILES[source]
-    with Image.open(_package_dir(module) / folder / files[name]) as image:
+    if source in ARCHIVES:
+        path = archive_photo(source, name)
+    else:
+        module, folder, files = _PACKAGE_FILES[source]
+        path = _package_dir(module) / folder / files[name]
+    with Image.open(path) as image:
         return image.convert("RGB")
 
 

@@ -8,6 +8,7 @@ latency of 1024x768 JPEG requests.
 
     PYTHONPATH=shared python -m tools.safe.evaluate --serve --out bench/results/safe_evaluation.json
     PYTHONPATH=shared python -m tools.safe.evaluate --url http://127.0.0.1:8103/v1/models/model:predict
+    PYTHONPATH=shared python -m tools.safe.evaluate --serve --crosscheck --out X.json   # 2nd set
 
 `--serve` starts the real Truss server of safe_detector/ on 127.0.0.1 (tools.local_server) with
 the shipped defaults; `--heads DIR` serves other heads (SAFE_HEADS_DIR).
@@ -28,6 +29,7 @@ import numpy as np
 import requests
 from PIL import Image
 
+from tools.safe.crosscheck_set import make_set as make_crosscheck_set
 from tools.safe.metrics import Served, served_metrics
 from tools.safe.synth import make_dataset
 from tools.sample_photos import EVALUATION_ONLY_SOURCES, photo
@@ -36,7 +38,16 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("Natural", "FullySynthesized", "LocallyEdited", "LocallySynthesized")
 EVALUATION_SEED = 101
+EVALUATION_SIZE_RANGE = (256, 384)  # the set as first published: crops of photos downscaled to a
+EVALUATION_SHORT_SIDE = 480         # short side of 480 (kept fixed so figures stay comparable)
 LATENCY_PHOTOS = ("china", "flower", "grace_hopper")
+
+
+def make_evaluation_set(out: Path, crops: int = 3) -> List[Dict[str, Any]]:
+    """The independent evaluation set (tools.safe.synth edits of crops of the evaluation-only
+    sources' photos, seed EVALUATION_SEED) under `out`; returns its manifest rows."""
+    return make_dataset(out, sources=EVALUATION_ONLY_SOURCES, crops=crops, seed=EVALUATION_SEED,
+                        size_range=EVALUATION_SIZE_RANGE, short_side=EVALUATION_SHORT_SIDE)
 
 
 def request_body(data: bytes, media_type: str) -> Dict[str, Any]:
@@ -169,8 +180,12 @@ def main() -> None:
     parser.add_argument("--url", help="predict URL of a running server (default: --serve)")
     parser.add_argument("--serve", action="store_true", help="start the real local Truss server")
     parser.add_argument("--heads", type=Path, help="heads folder to serve (SAFE_HEADS_DIR)")
-    parser.add_argument("--data", type=Path, default=Path(".cache/safe/evaluation"),
-                        help="manifest folder; made from the evaluation-only sources if absent")
+    parser.add_argument("--data", type=Path,
+                        help="manifest folder; made from the evaluation-only sources if absent "
+                             "(default .cache/safe/evaluation, or .cache/safe/crosscheck)")
+    parser.add_argument("--crosscheck", action="store_true",
+                        help="the second evaluation set (tools.safe.crosscheck_set: whole photos, "
+                             "differently styled edits) instead of tools.safe.synth's")
     parser.add_argument("--crops", type=int, default=3, help="crops per photo when making --data")
     parser.add_argument("--latency-reps", type=int, default=15)
     parser.add_argument("--out", type=Path, help="JSON report")
@@ -179,11 +194,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.url and not args.serve:
         parser.error("give --url or --serve")
-    if not (args.data / "manifest.jsonl").is_file():
-        make_dataset(args.data, sources=EVALUATION_ONLY_SOURCES, crops=args.crops,
-                     seed=EVALUATION_SEED)
+    data = args.data or Path(".cache/safe/crosscheck" if args.crosscheck
+                             else ".cache/safe/evaluation")
+    if not (data / "manifest.jsonl").is_file():
+        if args.crosscheck:
+            make_crosscheck_set(data)
+        else:
+            make_evaluation_set(data, crops=args.crops)
     with served(args.url, args.heads) as url:
-        metrics = evaluate_set(url, args.data, args.figure)
+        metrics = evaluate_set(url, data, args.figure)
         metrics["latency_1024x768"] = latency_1024x768(url, args.latency_reps)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

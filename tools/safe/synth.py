@@ -1,10 +1,14 @@
 """Make a labelled, masked set of manipulated images from real photos of several sources.
 
-Photos come from tools/sample_photos.py (photos shipped inside PyPI wheels), split BY SOURCE
-PACKAGE: scikit-image -> train, mahotas + glymur -> val; `--evaluation` makes the independent
-evaluation set from scikit-learn, matplotlib and PyWavelets (never used for training).
+Photos come from tools/sample_photos.py (photos shipped inside PyPI packages), split BY SOURCE
+PACKAGE: scikit-image + opencv-python (its sdist's sample photos) -> train, mahotas + glymur ->
+val; `--evaluation` makes the independent evaluation set from scikit-learn, matplotlib and
+PyWavelets (never used for training).
 
-Per crop of a photo (optionally JPEG-compressed first, as a camera would), one image per method:
+Per crop of a photo (sides drawn from `size_range`, default 224-768 px of the photo downscaled to
+a short side of at most 768: from small crops to whole photos, so that training sees the window
+counts a served image can have; optionally JPEG-compressed first, as a camera would), one image
+per method:
 - natural: the crop untouched (label Natural);
 - full: the whole crop "re-synthesized": downscaled 2-3x, upscaled, correlated noise
   (FullySynthesized, mask all ones);
@@ -39,14 +43,16 @@ from tools.sample_photos import EVALUATION_ONLY_SOURCES, photo_array, photos_of
 
 log = logging.getLogger(__name__)
 
-SPLIT_OF_SOURCE = {"scikit-image": "train", "mahotas": "val", "glymur": "val",
+SPLIT_OF_SOURCE = {"scikit-image": "train", "opencv-python": "train", "mahotas": "val",
+                   "glymur": "val",
                    "scikit-learn": "test", "matplotlib": "test", "PyWavelets": "test"}
-TRAINING_SOURCES = ("scikit-image", "mahotas", "glymur")
+TRAINING_SOURCES = ("scikit-image", "opencv-python", "mahotas", "glymur")
 METHODS = ("natural", "full", "copy_move", "splice", "blur", "noise", "inpaint")
 LABEL_OF_METHOD = {"natural": "Natural", "full": "FullySynthesized", "copy_move": "LocallyEdited",
                    "splice": "LocallyEdited", "blur": "LocallyEdited", "noise": "LocallyEdited",
                    "inpaint": "LocallySynthesized"}
-PHOTO_SHORT_SIDE = 480
+TRAINING_SIZE_RANGE = (224, 768)   # crop sides: small crops and whole photos, so the heads see
+TRAINING_SHORT_SIDE = 768           # the window counts (1 to 16) a served image can have
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator,
@@ -222,7 +228,8 @@ def post_process(img: np.ndarray, mask: np.ndarray,
 
 def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
                  photos: Optional[Tuple[str, ...]] = None, crops: int = 4,
-                 size_range: Tuple[int, int] = (256, 384), seed: int = 0) -> List[Dict]:
+                 size_range: Tuple[int, int] = TRAINING_SIZE_RANGE, seed: int = 0,
+                 short_side: int = TRAINING_SHORT_SIDE) -> List[Dict]:
     """Write images, masks and manifest.jsonl under `out`; return the manifest rows.
 
     Photos: those of `sources` (tools/sample_photos.py), or the named `photos`. Split by source
@@ -237,7 +244,7 @@ def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
               if (n in photos if photos else s in sources)]
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    loaded = {name: photo_array(name, PHOTO_SHORT_SIDE) for _, name in chosen}
+    loaded = {name: photo_array(name, short_side) for _, name in chosen}
     split_of = {name: SPLIT_OF_SOURCE[source] for source, name in chosen}
     for source, name in chosen:
         if source in EVALUATION_ONLY_SOURCES and split_of[name] != "test":
@@ -295,8 +302,10 @@ def main() -> None:
                              "PyWavelets photos) instead of the training set")
     parser.add_argument("--photos", help="comma-separated photo names (default: by source)")
     parser.add_argument("--crops", type=int, default=4, help="crops per photo")
-    parser.add_argument("--min-size", type=int, default=256)
-    parser.add_argument("--max-size", type=int, default=384)
+    parser.add_argument("--min-size", type=int, default=TRAINING_SIZE_RANGE[0])
+    parser.add_argument("--max-size", type=int, default=TRAINING_SIZE_RANGE[1])
+    parser.add_argument("--short-side", type=int, default=TRAINING_SHORT_SIDE,
+                        help="photos are first downscaled to at most this short side")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -304,6 +313,7 @@ def main() -> None:
                         else TRAINING_SOURCES,
                         photos=tuple(args.photos.split(",")) if args.photos else None,
                         crops=args.crops, size_range=(args.min_size, args.max_size),
+                        short_side=args.short_side,
                         seed=args.seed)
     counts: Dict[str, int] = {}
     for row in rows:

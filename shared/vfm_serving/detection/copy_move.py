@@ -21,8 +21,11 @@ grey image with its long side capped at `CopyMoveSettings.analysis_side`):
    kept (holes filled): that is the source region, and T maps it onto the target region.
 5. Which side is the pasted copy: the resampled side of a rotated / scaled copy has lost its
    finest detail relative to its mid-frequency content (`smooth_margin`); failing that (an
-   integer shift resamples nothing), the copy's rim cuts through content, so it carries more
-   gradient than the intact original's rim (`seam_margin`); otherwise undecided.
+   integer shift resamples nothing), the copy's boundary cuts through content. Two measures
+   vote: the gradient on the 2-px rim of each region, and the gradient on a +-6 px band around
+   the boundary relative to the content a little farther in and out (`_seam`); each votes for
+   the side with more when the difference passes `seam_margin`; a tie (a conflict, or no vote)
+   is undecided.
    `cm_match` marks both regions; `cm_target` is 1 on the pasted side, 0 on the other, 0.5
    where undecided.
 """
@@ -37,6 +40,8 @@ from scipy import ndimage
 
 log = logging.getLogger(__name__)
 _EPS = 1e-6
+SEAM_NEAR = 6    # px (analysis grid): half-width of the band around a region's boundary
+SEAM_FAR = 14    # px: outer limit of the context bands beyond it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,7 @@ class CopyMoveSettings:
     min_region: float = 0.004       # smallest kept region, fraction of the analysed image
     min_region_inliers: int = 3     # inlier sources a connected agreeing region must hold
     smooth_margin: float = 0.08     # |log fine-detail ratio| deciding the resampled side
-    seam_margin: float = 0.05       # |log rim-gradient ratio| deciding the side with a seam
+    seam_margin: float = 0.05       # |difference of the two sides' `_seam`| deciding the side
     map_smoothing: int = 5          # box filter of the returned maps (pixels)
 
 
@@ -221,6 +226,22 @@ def _rim(mask: np.ndarray, gradient: np.ndarray) -> float:
     return float(gradient[ring].mean()) if ring.any() else 0.0
 
 
+def _seam(mask: np.ndarray, gradient: np.ndarray) -> float:
+    """How much a region's boundary cuts through content: log(mean gradient on the band within
+    +-`SEAM_NEAR` px of the boundary of bool mask [h, w] / mean gradient on the bands
+    `SEAM_NEAR`..`SEAM_FAR` px inside and outside it). The band is wide because the verified
+    region ends a few pixels inside the pasted one (the dense comparison's window); the far
+    bands normalise by the content around each region."""
+    m = mask.astype(np.uint8)
+    near_kernel = np.ones((2 * SEAM_NEAR + 1,) * 2, np.uint8)
+    far_kernel = np.ones((2 * SEAM_FAR + 1,) * 2, np.uint8)
+    near = (cv2.dilate(m, near_kernel) > 0) & ~(cv2.erode(m, near_kernel) > 0)
+    far = (cv2.dilate(m, far_kernel) > 0) & ~(cv2.erode(m, far_kernel) > 0) & ~near
+    if not near.any() or not far.any():
+        return 0.0
+    return float(np.log(gradient[near].mean() + 1.0) - np.log(gradient[far].mean() + 1.0))
+
+
 def _pasted_side(src: np.ndarray, dst: np.ndarray, bands: Tuple[np.ndarray, np.ndarray],
                  gradient: np.ndarray, settings: CopyMoveSettings) -> float:
     """Which side is the pasted copy: 1.0 the target `dst`, 0.0 the source `src`, 0.5
@@ -233,10 +254,12 @@ def _pasted_side(src: np.ndarray, dst: np.ndarray, bands: Tuple[np.ndarray, np.n
     smooth = np.log(sharpness(src)) - np.log(sharpness(dst))          # > 0: dst smoother
     if abs(smooth) > settings.smooth_margin:
         return float(smooth > 0)
-    seam = np.log(_rim(dst, gradient) + 1.0) - np.log(_rim(src, gradient) + 1.0)
-    if abs(seam) > settings.seam_margin:
-        return float(seam > 0)
-    return 0.5
+    # two seam measures vote (+1: dst has the seam, -1: src, 0: below the margin); they fail on
+    # different photos, so a conflict stays undecided and one vote decides alone
+    rim = np.log(_rim(dst, gradient) + 1.0) - np.log(_rim(src, gradient) + 1.0)
+    band = _seam(dst, gradient) - _seam(src, gradient)
+    votes = sum(float(np.sign(v)) for v in (rim, band) if abs(v) > settings.seam_margin)
+    return 0.5 if votes == 0 else float(votes > 0)
 
 
 def copy_move_maps(rgb: np.ndarray, settings: CopyMoveSettings = CopyMoveSettings()

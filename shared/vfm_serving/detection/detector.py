@@ -1,17 +1,18 @@
 """SAFE inference: image -> windows -> features -> patch probabilities -> mask + logprobs.
 
-Features per patch: the frozen backbone's patch token [D] ; the robust z-score of the residual
+Features per patch: the frozen backbone's patch token [D] (left out when the heads say
+`patch_token_features: false`) ; the robust z-score of the residual
 statistics against the image's own median/spread [R] ; the 3x3-neighbourhood mean of that
 z-score [R] and its absolute value [R] ; the forensic maps (forensics.py) read at the patch
 centre [M = 2 copy-move maps as they are + K relative maps as robust z-scores] ; their
 neighbourhood mean [M] and the absolute neighbourhood z of the relative maps [K].
 (Absolute residual levels enter only the global head.)
 Global features per image: mean CLS [D] ; mean patch token [D] (both left out when the heads
-say `global_token_features: false`) ; pooled patch probabilities
-(mean, max, top-5% mean, fraction above the pooling threshold) [4] ; image median of the residual
-statistics [R] ; probability-weighted residual statistics and z-scores [2R] ; per forensic
-feature the mean, max and top-5% mean over patches and the probability-weighted mean [4M] ;
-image median of the relative forensic maps [K].
+say `global_token_features: false`) ; pooled patch probabilities (mean, top-1% mean, top-5%
+mean, fraction above the pooling threshold) [4] ; image median of the residual statistics [R] ;
+probability-weighted residual statistics and z-scores [2R] ; per forensic feature the mean,
+top-1% and top-5% mean over patches and the probability-weighted mean [4M] ; image median of
+the relative forensic maps [K].
 
 Mask rule (label = argmax of the returned logprobs; label and mask always agree):
 - Natural -> all zeros;
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TOPK_FRACTION = 0.05
+TOP1_FRACTION = 0.01  # pooled "maxima" are top-1% means (a max grows with the patch count)
 CONTEXT = 3
 
 
@@ -202,24 +204,28 @@ def neighbourhood(values: torch.Tensor, grid: int, size: int = CONTEXT) -> torch
     return pooled.reshape(n, r, p).permute(0, 2, 1)
 
 
-def patch_matrix(features: ImageFeatures) -> torch.Tensor:
-    """[N*P, patch_dim(D)]: patch token ; robust z-score of the residual statistics against the
-    image ; neighbourhood mean of that z-score ; its absolute value (noise raises residuals, blur
-    and resampling lower them: |z| lets even a linear head flag both) ; forensic features ; their
-    neighbourhood mean ; |neighbourhood z| of the relative forensic maps. Absolute residual levels
-    are left to the global head: on unfamiliar content (e.g. a night sky) they would flag the
-    whole image."""
+def patch_matrix(features: ImageFeatures, token_features: bool = True) -> torch.Tensor:
+    """[N*P, patch_dim(D, token_features)]: patch token (unless not `token_features`: heads
+    trained on a random-weight stand-in leave its tokens out) ; robust z-score of the residual
+    statistics against the image ; neighbourhood mean of that z-score ; its absolute value (noise
+    raises residuals, blur and resampling lower them: |z| lets even a linear head flag both) ;
+    forensic features ; their neighbourhood mean ; |neighbourhood z| of the relative forensic
+    maps. Absolute residual levels are left to the global head: on unfamiliar content (e.g. a
+    night sky) they would flag the whole image."""
     context = neighbourhood(features.deviation, features.grid)
     forensic_context = neighbourhood(features.forensic, features.grid)
-    x = torch.cat([features.patch_tokens, features.deviation, context, context.abs(),
+    tokens = [features.patch_tokens] if token_features else []
+    x = torch.cat([*tokens, features.deviation, context, context.abs(),
                    features.forensic, forensic_context,
                    forensic_context[..., len(CM_NAMES):].abs()], dim=-1)
     return x.reshape(-1, x.shape[-1])
 
 
-def patch_dim(hidden_size: int) -> int:
-    """Width of `patch_matrix` rows for a backbone of `hidden_size`."""
-    return hidden_size + 3 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES)
+def patch_dim(hidden_size: int, token_features: bool = True) -> int:
+    """Width of `patch_matrix` rows for a backbone of `hidden_size` (`token_features`: whether
+    the patch token is part of them)."""
+    tokens = hidden_size if token_features else 0
+    return tokens + 3 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES)
 
 
 def global_dim(hidden_size: int, token_features: bool = True) -> int:
@@ -236,13 +242,14 @@ def global_vector(features: ImageFeatures, patch_probs: torch.Tensor, threshold:
     trained on a random-weight stand-in: its tokens carry no semantics, only noise to overfit)."""
     probs = patch_probs.reshape(-1)
     k = max(1, int(round(TOPK_FRACTION * probs.numel())))
-    pooled = torch.stack([probs.mean(), probs.max(), probs.topk(k).values.mean(),
-                          (probs >= threshold).float().mean()])
+    top1 = max(1, int(round(TOP1_FRACTION * probs.numel())))
+    pooled = torch.stack([probs.mean(), probs.topk(top1).values.mean(),
+                          probs.topk(k).values.mean(), (probs >= threshold).float().mean()])
     weights = (probs / probs.sum().clamp_min(1e-6))[:, None]
     stats = features.stats.reshape(-1, features.stats.shape[-1])
     dev = features.deviation.reshape(-1, features.deviation.shape[-1])
     forensic = features.forensic.reshape(-1, features.forensic.shape[-1])
-    forensic_pooled = torch.cat([forensic.mean(0), forensic.max(0).values,
+    forensic_pooled = torch.cat([forensic.mean(0), forensic.topk(top1, dim=0).values.mean(0),
                                  forensic.topk(k, dim=0).values.mean(0),
                                  (weights * forensic).sum(0)])
     tokens = [features.cls.mean(0), features.patch_tokens.mean((0, 1))] if token_features else []
@@ -251,9 +258,11 @@ def global_vector(features: ImageFeatures, patch_probs: torch.Tensor, threshold:
 
 
 @torch.no_grad()
-def patch_probabilities(head: PatchHead, features: ImageFeatures) -> torch.Tensor:
-    """Manipulation probability of every patch: [N, P]."""
-    logits = head(patch_matrix(features))
+def patch_probabilities(head: PatchHead, features: ImageFeatures,
+                        token_features: bool = True) -> torch.Tensor:
+    """Manipulation probability of every patch: [N, P] (`token_features` as in `patch_matrix`,
+    from the heads' config)."""
+    logits = head(patch_matrix(features, token_features))
     return torch.sigmoid(logits).reshape(features.patch_tokens.shape[:2])
 
 
@@ -289,7 +298,7 @@ def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
     """Heads on frozen features -> Detection (patch probabilities, calibrated log-probs, label,
     stitched probability map [H, W] at the original size, mask by the mask rule). The one
     function both the server and tools.safe.train use to score an image."""
-    probs = patch_probabilities(heads.patch, features)
+    probs = patch_probabilities(heads.patch, features, heads.config.patch_token_features)
     vector = global_vector(features, probs, heads.config.pooling_threshold,
                            heads.config.global_token_features)
     logprobs = calibrated_logprobs(global_logits(heads.global_, vector), heads.config.temperature,

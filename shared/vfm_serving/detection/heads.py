@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 HEADS_TENSORS = "heads.safetensors"
 HEADS_JSON = "heads.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: top-1% means instead of maxima in the global vector; token flags
 
 
 class HeadsMismatchError(RuntimeError):
@@ -52,16 +52,18 @@ class PatchHead(nn.Module):
 
 
 class GlobalHead(nn.Module):
-    """Standardize [B, F] image features -> 4-way logits [B] (multinomial logistic regression)."""
+    """Standardize [B, F] image features -> 4-way logits [B, 4]: multinomial logistic regression
+    (hidden=0) or a one-hidden-layer MLP."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, in_dim: int, num_classes: int = 4) -> None:
+    def __init__(self, in_dim: int, num_classes: int = 4, hidden: int = 0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
-        self.linear = nn.Linear(in_dim, num_classes)
+        self.linear = nn.Linear(in_dim, num_classes) if hidden == 0 else nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, F] -> uncalibrated logits [B, 4] (divide by the temperature for calibration)."""
@@ -89,6 +91,8 @@ class HeadsConfig:
     pooling_threshold: float = 0.5
     logit_bias: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
     global_token_features: bool = True  # mean CLS + mean patch token in the global vector
+    patch_token_features: bool = True   # the patch token in each patch head row
+    global_hidden: int = 0              # 0: logistic regression; N: one hidden layer of N
     trained_on_standin: bool = False
     provenance: str = ""
     metrics: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -170,7 +174,7 @@ def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
     except (OSError, ValueError, RuntimeError) as exc:  # safetensors raises its own subclasses
         raise HeadsUnreadableError(f"cannot read {heads_dir / HEADS_TENSORS}: {exc}") from exc
     patch = PatchHead(config.patch_in_dim, config.patch_hidden)
-    global_ = GlobalHead(config.global_in_dim, len(config.labels))
+    global_ = GlobalHead(config.global_in_dim, len(config.labels), config.global_hidden)
     try:
         patch.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("patch.")})
         global_.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("global.")})

