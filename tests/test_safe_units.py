@@ -185,3 +185,50 @@ def test_global_pooling_does_not_grow_with_the_number_of_patches():
     assert max_large - max_small > 0.3                 # what a max would have done
     assert abs(top1_large - top1_small) < 0.15
     assert 2.4 < top1_small < 2.95 and 2.4 < top1_large < 2.95
+
+
+def test_texture_conditioned_deviation_keeps_minority_content_normal():
+    """A smooth face (70% of the patches) against a busy background (30%): the plain robust
+    z-score flags the whole background, the texture-conditioned one does not; noise added to a
+    few patches stands out in both."""
+    from vfm_serving.detection.residuals import TEXTURE_FEATURES, texture_conditioned_deviation
+
+    rng = np.random.default_rng(0)
+    n, p, f = 4, 256, len(FEATURE_NAMES)
+    busy = rng.random((n, p)) < 0.3
+    texture = np.where(busy, 3.0, 0.0) + rng.normal(0, 0.2, (n, p))
+    stats = np.zeros((n, p, f), np.float32)
+    for name in TEXTURE_FEATURES:
+        stats[..., FEATURE_NAMES.index(name)] = texture
+    noise = FEATURE_NAMES.index("log_noise_mad")
+    stats[..., noise] = 0.8 * texture + rng.normal(0, 0.1, (n, p))  # noise follows texture
+    edited = np.zeros((n, p), bool)
+    edited[0, :12] = True
+    stats[..., noise][edited] += 1.0                                 # added noise: +1 log unit
+    stats_t = torch.from_numpy(stats)
+    plain, _ = image_deviation(stats_t)
+    conditioned = texture_conditioned_deviation(stats_t)
+    normal_busy = busy & ~edited
+    assert float(plain[..., noise][torch.from_numpy(normal_busy)].abs().median()) > 5
+    assert float(conditioned[..., noise][torch.from_numpy(normal_busy)].abs().median()) < 1.5
+    assert float(conditioned[..., noise][torch.from_numpy(edited)].median()) > 3
+    assert conditioned.shape == stats_t.shape and bool(conditioned.abs().max() <= 8)
+
+
+def test_heads_for_rows_of_another_width_fail_at_load(tmp_path):
+    """Heads whose config says the patch rows hold the backbone's tokens, while their weights
+    take token-free rows: refused at load, not at the first predict."""
+    import shutil
+
+    from vfm_serving.detection.detector import load_detector
+    from vfm_serving.detection.heads import HeadsMismatchError
+
+    for name in ("heads.json", "heads.safetensors"):
+        shutil.copy(SHIPPED_HEADS / name, tmp_path / name)
+    config = json.loads((tmp_path / "heads.json").read_text())
+    assert config["patch_token_features"] is False
+    config["patch_token_features"] = True
+    (tmp_path / "heads.json").write_text(json.dumps(config))
+    with pytest.raises(HeadsMismatchError, match="patch / global rows"):
+        load_detector(tmp_path, str(SHIPPED_HEADS / "standin_backbone"), stride=168,
+                      max_windows=4)

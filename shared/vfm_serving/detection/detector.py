@@ -5,7 +5,10 @@ Features per patch: the frozen backbone's patch token [D] (left out when the hea
 statistics against the image's own median/spread [R] ; the 3x3-neighbourhood mean of that
 z-score [R] and its absolute value [R] ; the forensic maps (forensics.py) read at the patch
 centre [M = 2 copy-move maps as they are + K relative maps as robust z-scores] ; their
-neighbourhood mean [M] and the absolute neighbourhood z of the relative maps [K].
+neighbourhood mean [M] and the absolute neighbourhood z of the relative maps [K] ; the
+neighbourhood mean of the TEXTURE-CONDITIONED z-score of the residual statistics (against what
+the image's own texture-vs-statistics relation predicts: `texture_conditioned_deviation`) [R]
+and its absolute value [R].
 (Absolute residual levels enter only the global head.)
 Global features per image: mean CLS [D] ; mean patch token [D] (both left out when the heads
 say `global_token_features: false`) ; pooled patch probabilities (mean, top-1% mean, top-5%
@@ -43,7 +46,12 @@ from vfm_serving.detection.forensics import (
     sample_at,
 )
 from vfm_serving.detection.heads import GlobalHead, Heads, PatchHead, load_heads
-from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
+from vfm_serving.detection.residuals import (
+    FEATURE_NAMES,
+    image_deviation,
+    patch_statistics,
+    texture_conditioned_deviation,
+)
 from vfm_serving.detection.windows import Tiling, cut_windows, plan_tiling, stitch
 from vfm_serving.embeddings.dinov2 import Backbone, forward_tokens, load_backbone
 from vfm_serving.embeddings.geometry import TokenLayout
@@ -210,14 +218,19 @@ def patch_matrix(features: ImageFeatures, token_features: bool = True) -> torch.
     statistics against the image ; neighbourhood mean of that z-score ; its absolute value (noise
     raises residuals, blur and resampling lower them: |z| lets even a linear head flag both) ;
     forensic features ; their neighbourhood mean ; |neighbourhood z| of the relative forensic
-    maps. Absolute residual levels are left to the global head: on unfamiliar content (e.g. a
-    night sky) they would flag the whole image."""
+    maps ; the neighbourhood mean of the texture-conditioned z-score and its absolute value (a
+    smooth face against a sharp background is not an anomaly there). Absolute residual levels
+    are left to the global head: on unfamiliar content (e.g. a night sky) they would flag the
+    whole image."""
     context = neighbourhood(features.deviation, features.grid)
     forensic_context = neighbourhood(features.forensic, features.grid)
+    conditioned = texture_conditioned_deviation(features.stats)
+    conditioned_context = neighbourhood(conditioned, features.grid)
     tokens = [features.patch_tokens] if token_features else []
     x = torch.cat([*tokens, features.deviation, context, context.abs(),
                    features.forensic, forensic_context,
-                   forensic_context[..., len(CM_NAMES):].abs()], dim=-1)
+                   forensic_context[..., len(CM_NAMES):].abs(),
+                   conditioned_context, conditioned_context.abs()], dim=-1)
     return x.reshape(-1, x.shape[-1])
 
 
@@ -225,7 +238,7 @@ def patch_dim(hidden_size: int, token_features: bool = True) -> int:
     """Width of `patch_matrix` rows for a backbone of `hidden_size` (`token_features`: whether
     the patch token is part of them)."""
     tokens = hidden_size if token_features else 0
-    return tokens + 3 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES)
+    return tokens + 5 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES)
 
 
 def global_dim(hidden_size: int, token_features: bool = True) -> int:
@@ -364,7 +377,8 @@ def load_detector(heads_dir: Path, backbone_source: Optional[str], *, stride: in
     `Detector.detect_batch`.
 
     Raises:
-        HeadsMismatchError: heads trained with different backbone weights / hidden / patch size.
+        HeadsMismatchError: heads trained with different backbone weights / hidden / patch size,
+            or for feature rows of another width.
         OSError / ValueError: backbone checkpoint missing or invalid.
     """
     from vfm_serving.detection.heads import HeadsMismatchError, read_config
@@ -380,6 +394,12 @@ def load_detector(heads_dir: Path, backbone_source: Optional[str], *, stride: in
     heads = load_heads(heads_dir, hidden_size=backbone.layout.hidden_size,
                        patch_size=backbone.layout.patch_size, residual_features=FEATURE_NAMES,
                        forensic_features=FORENSIC_NAMES)
+    widths = (patch_dim(backbone.layout.hidden_size, heads.config.patch_token_features),
+              global_dim(backbone.layout.hidden_size, heads.config.global_token_features))
+    if (heads.config.patch_in_dim, heads.config.global_in_dim) != widths:
+        raise HeadsMismatchError(
+            f"heads take patch / global rows of {heads.config.patch_in_dim} / "
+            f"{heads.config.global_in_dim} features, this code makes {widths[0]} / {widths[1]}")
     fingerprint = backbone_fingerprint(backbone)
     expected = config.backbone_fingerprint
     if expected and expected != fingerprint:

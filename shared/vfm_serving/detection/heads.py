@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 HEADS_TENSORS = "heads.safetensors"
 HEADS_JSON = "heads.json"
-FORMAT_VERSION = 3  # 3: top-1% means instead of maxima in the global vector; token flags
+FORMAT_VERSION = 3  # 3: top-1% means instead of maxima in the global vector; token flags;
+#                    texture-conditioned z-scores in the patch rows
 
 
 class HeadsMismatchError(RuntimeError):

@@ -193,3 +193,35 @@ def image_deviation(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     median = flat.median(dim=0).values
     mad = (flat - median).abs().median(dim=0).values
     return ((stats - median) / (1.4826 * mad + 0.05)).clamp(-8, 8), median
+
+
+TEXTURE_FEATURES: Tuple[str, ...] = ("log_local_var", "log_grad_energy")
+"""Statistics that describe a patch's content (how busy it is), not its processing history."""
+
+
+def texture_conditioned_deviation(stats: torch.Tensor, outlier_z: float = 3.0) -> torch.Tensor:
+    """Robust z-score of every patch's statistics against what the image's OWN relation between
+    texture and statistics predicts for that patch: [N, P, F] -> [N, P, F], clipped to [-8, 8].
+
+    Per image, each statistic is fitted by least squares on [1, t, t^2] of the TEXTURE_FEATURES
+    t (a second fit leaves out the patches with |z| > `outlier_z`, so an edited region does not
+    bend the fit); the residual is then scored like `image_deviation`. A smooth face against a
+    sharp background is ordinary here (its residual statistics follow its texture); noise added
+    to, or removed from, a region is not.
+    """
+    n, p, f = stats.shape
+    flat = stats.reshape(-1, f).double()
+    texture = flat[:, [FEATURE_NAMES.index(name) for name in TEXTURE_FEATURES]]
+    texture = (texture - texture.mean(0)) / texture.std(0).clamp_min(1e-3)
+    design = torch.cat([torch.ones(len(flat), 1, dtype=flat.dtype), texture, texture ** 2], 1)
+    keep = torch.ones(len(flat), dtype=torch.bool)
+    for _ in range(2):
+        coef = torch.linalg.lstsq(design[keep], flat[keep]).solution      # [5, F]
+        resid = flat - design @ coef
+        median = resid[keep].median(dim=0).values
+        mad = (resid[keep] - median).abs().median(dim=0).values
+        z = (resid - median) / (1.4826 * mad + 0.05)
+        keep = (z.abs() <= outlier_z).all(1)
+        if int(keep.sum()) < 4 * design.shape[1]:
+            break
+    return z.clamp(-8, 8).float().reshape(n, p, f)
