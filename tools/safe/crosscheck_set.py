@@ -34,7 +34,6 @@ OUT/masks/<stem>.png, OUT/manifest.jsonl with one JSON object per line:
 """
 
 import argparse
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -44,6 +43,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from tools.safe.synth import write_manifest
 from tools.sample_photos import EVALUATION_ONLY_SOURCES, photo, photos_of
 
 log = logging.getLogger(__name__)
@@ -303,10 +303,7 @@ def make_set(out: Path, seed: int = 202, variants: int = 3,
                              "label": LABEL_OF_METHOD[method], "method": method, "source": name,
                              "package": package, "split": split, "donor": donor,
                              "detail": detail})
-    with open(out / "manifest.jsonl", "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    log.info("wrote %d images from %d photos to %s", len(rows), len(chosen), out)
+    write_manifest(out, rows, len(chosen))
     return rows
 
 

@@ -33,7 +33,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -286,11 +286,17 @@ def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
                     edited = local_edit(img, mask, method, rng)
                 save(edited, mask, f"{name}_{c}_{method}", label=LABEL_OF_METHOD[method],
                      method=method, donor=donor, **base)
+    write_manifest(out, rows, len(chosen))
+    return rows
+
+
+def write_manifest(out: Path, rows: Sequence[Dict[str, Any]], photos: int) -> None:
+    """Write `rows` to out/manifest.jsonl, one JSON object per line (the format
+    tools.safe.train and tools.safe.evaluate read)."""
     with open(out / "manifest.jsonl", "w") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-    log.info("wrote %d images from %d photos to %s", len(rows), len(chosen), out)
-    return rows
+    log.info("wrote %d images from %d photos to %s", len(rows), photos, out)
 
 
 def main() -> None:
