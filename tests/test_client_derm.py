@@ -104,12 +104,19 @@ def test_more_than_the_servers_instance_cap_is_split(derm, reference):
 
 
 def test_float16_transfer(derm, reference):
+    """The float16 answer is the float16 rounding of the server's float32 embedding, which is
+    within 1e-6 of the reference (a batched forward pass may round differently from the
+    reference's single one, and a value that close to a float16 rounding boundary then rounds
+    to the neighbouring float16): every value is a float16, within half a float16 step of the
+    reference plus 1e-6."""
     images = random_pngs(3, seed=34)
     results = DermClient(derm.predict_url, embedding_dtype="float16").embed(images)
     for got, data in zip(results.embeddings, images, strict=True):
         want = reference.embed(data)
-        np.testing.assert_allclose(got, want.astype(np.float16).astype(np.float32), rtol=0,
-                                   atol=0)
+        np.testing.assert_array_equal(got, got.astype(np.float16).astype(np.float32))
+        half_step = np.spacing(np.abs(want).astype(np.float16)).astype(np.float32) / 2
+        assert np.all(np.abs(got - want) <= half_step + 1e-6)
+        assert np.mean(got == want.astype(np.float16).astype(np.float32)) > 0.99
 
 
 def test_vfm_embed_with_derm(derm, reference, tmp_path):
