@@ -283,9 +283,8 @@ def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
     for s in samples:
         assert s.features is not None
         detection = detection_from_features(heads, s.features)
-        probs = patch_probabilities(heads.patch, s.features, heads.config.patch_token_features)
         logits = global_logits(heads.global_, global_vector(
-            s.features, probs, heads.config.pooling_threshold,
+            s.features, detection.patch_probs, heads.config.pooling_threshold,
             heads.config.global_token_features))
         out.append(Scored(s, detection, logits))
     return out
