@@ -12,10 +12,17 @@ from PIL import Image
 from scipy import ndimage
 
 from vfm_serving.apis.safe import SafeApi, build_response
-from vfm_serving.detection import FULLY_SYNTHESIZED, LOCALLY_EDITED, NATURAL
+from vfm_serving.detection import FULLY_SYNTHESIZED, LOCALLY_EDITED, NATURAL, forensics
 from vfm_serving.detection.detector import decide_mask
 from vfm_serving.detection.heads import HeadsUnreadableError, read_config
-from vfm_serving.detection.residuals import FEATURE_NAMES, image_deviation, patch_statistics
+from vfm_serving.detection.residuals import (
+    FEATURE_NAMES,
+    _filter,
+    _kernel_bank,
+    image_deviation,
+    lower_quantile,
+    patch_statistics,
+)
 from vfm_serving.detection.windows import plan_tiling, stitch, window_starts
 from vfm_serving.errors import InvalidRequest, MediaTypeMismatch, MissingImage
 from vfm_serving.outputs.masks import mask_to_png
@@ -232,3 +239,35 @@ def test_heads_for_rows_of_another_width_fail_at_load(tmp_path):
     with pytest.raises(HeadsMismatchError, match="patch / global rows"):
         load_detector(tmp_path, str(SHIPPED_HEADS / "standin_backbone"), stride=168,
                       max_windows=4)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.25, 0.3, 0.5, 0.9])
+@pytest.mark.parametrize("n", [2, 49, 196])
+def test_lower_quantile_is_torch_quantile(q, n):
+    values = torch.randn(3, 7, n, generator=torch.Generator().manual_seed(n))
+    values[0, 0, : n // 2] = 1.5  # ties
+    expected = values.quantile(q, dim=-1)
+    torch.testing.assert_close(lower_quantile(values, q), expected, rtol=0, atol=1e-6)
+
+
+def test_residual_filter_is_reflect_padded_conv2d():
+    """The OpenCV correlation gives torch's reflect-padded conv2d (the definition) exactly."""
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.uniform(0, 255, (2, 1, 30, 23)).astype(np.float32))
+    bank = _kernel_bank()
+    pad = bank.shape[-1] // 2
+    expected = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="reflect"), bank)
+    torch.testing.assert_close(_filter(images, bank), expected, rtol=1e-6, atol=1e-4)
+
+
+def test_block_mean_and_laplacian_match_their_definitions():
+    rng = np.random.default_rng(4)
+    grey = rng.uniform(0, 255, (37, 50)).astype(np.float32)
+    expected = grey[:32, :48].reshape(4, 8, 6, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(forensics._block_mean(grey), expected, rtol=1e-5)
+    maps = forensics._laplacian_maps(grey)
+    lap = ndimage.laplace(grey.astype(np.float64))
+    noise = np.log(forensics._smooth(np.abs(lap)[:32, :48].reshape(4, 8, 6, 8).mean(axis=(1, 3)),
+                                     2) + 0.5)
+    np.testing.assert_allclose(maps["noise_level"], noise, rtol=1e-5, atol=1e-5)

@@ -27,6 +27,7 @@ traces are then mostly gone; the maps stay defined).
 import io
 from typing import Dict, Tuple
 
+import cv2
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -67,8 +68,12 @@ def _block_view(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
 
 
 def _block_mean(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """Mean over each block x block cell: [H, W] -> [H//b, W//b]."""
-    return _block_view(x, block).mean(axis=(1, 3))
+    """Mean over each block x block cell: float32 [H, W] -> [H//b, W//b] (cropped to whole
+    blocks; OpenCV's area resize by an integer factor is exactly this mean, ~10x faster than
+    numpy's)."""
+    h, w = (x.shape[0] // block) * block, (x.shape[1] // block) * block
+    cells = np.ascontiguousarray(x[:h, :w], dtype=np.float32)
+    return cv2.resize(cells, (w // block, h // block), interpolation=cv2.INTER_AREA)
 
 
 def _jpeg_maps(grey: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -108,7 +113,9 @@ def _laplacian_maps(grey: np.ndarray) -> Dict[str, np.ndarray]:
     + (odd, odd) sites vs the others, signed by the image's dominant phase: demosaicing),
     `resample_r1` / `resample_r2` (lag-1 / lag-2 correlation of r, h and v averaged:
     interpolation), `noise_level` (log mean |r|)."""
-    lap = ndimage.laplace(grey)
+    # scipy's ndimage.laplace (4-neighbour, reflected borders), ~5x faster
+    lap: np.ndarray = np.asarray(cv2.Laplacian(grey, cv2.CV_32F, ksize=1,
+                                               borderType=cv2.BORDER_REFLECT))
     lap2 = lap * lap
     energy = _smooth(_block_mean(lap2), 3) + 0.1
     h2, w2 = (lap2.shape[0] // 2) * 2, (lap2.shape[1] // 2) * 2

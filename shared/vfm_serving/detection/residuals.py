@@ -20,6 +20,7 @@ z-score): local inconsistency, not absolute level, is what reveals an edit.
 
 from typing import Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional
@@ -59,9 +60,19 @@ _BANK = _kernel_bank()
 
 
 def _filter(channel: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """[B, 1, S, S] -> [B, K, S, S], reflect-padded convolution with the kernel bank."""
-    pad = bank.shape[-1] // 2
-    return functional.conv2d(functional.pad(channel, (pad, pad, pad, pad), mode="reflect"), bank)
+    """float32 [B, 1, S, S] -> [B, K, S, S]: every image correlated with every kernel of the bank
+    [K, 1, k, k], borders reflected without repeating the edge (torch's "reflect" padding).
+
+    OpenCV's filter2D gives the same values as torch's conv2d here (direct correlation for
+    kernels this small) in about half the time of a one-channel conv2d on CPU."""
+    images = channel[:, 0].float().contiguous().numpy()
+    kernels = bank[:, 0].numpy()
+    out = np.empty((images.shape[0], len(kernels)) + images.shape[1:], np.float32)
+    for i, image in enumerate(images):
+        for k, kernel in enumerate(kernels):
+            cv2.filter2D(image, cv2.CV_32F, kernel, dst=out[i, k],
+                         borderType=cv2.BORDER_REFLECT_101)
+    return torch.from_numpy(out)
 
 
 def _patches(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -121,15 +132,16 @@ def patch_statistics(windows: np.ndarray, patch: int,
     res = _patches(_filter(gray, _BANK), patch)                      # [B, K, P, p*p]
     mean = res.mean(-1, keepdim=True)
     centered = res - mean
-    var = centered.pow(2).mean(-1)
-    kurt = (centered.pow(4).mean(-1) / (var.pow(2) + _EPS) - 3.0).clamp(-3, 30)
+    squared = centered * centered                # products, not pow(): pow(4) is ~5x slower
+    var = squared.mean(-1)
+    kurt = ((squared * squared).mean(-1) / (var * var + _EPS) - 3.0).clamp(-3, 30)
     per_kernel = torch.stack([torch.log(res.abs().mean(-1) + _EPS),
                               0.5 * torch.log(var + _EPS), torch.log1p(kurt + 3) - np.log(3)],
                              dim=-1)                                 # [B, K, P, 3]
     per_kernel = per_kernel.permute(0, 2, 1, 3).flatten(2)            # [B, P, K*3]
     gray_p = _patches(gray, patch)[:, 0]
     local_var = torch.log(gray_p.var(-1) + _EPS)
-    grad = torch.log(res[:, 0:2].pow(2).sum(1).mean(-1) + _EPS)  # d1h^2 + d1v^2
+    grad = torch.log((res[:, 0:2] * res[:, 0:2]).sum(1).mean(-1) + _EPS)  # d1h^2 + d1v^2
     kv_index = list(RESIDUAL_KERNELS).index("kv")
     noise = torch.log(res[:, kv_index].abs().median(-1).values / 0.6745 + _EPS)
     chroma = []
@@ -164,7 +176,7 @@ def _noise_vs_texture(gray: torch.Tensor, res: torch.Tensor, patch: int, noise: 
         raise ValueError(f"patch size {patch} must be even for the half-scale statistics")
     kv_index = list(RESIDUAL_KERNELS).index("kv")
     kv_abs = res[:, kv_index].abs()
-    q25 = torch.log(kv_abs.quantile(0.25, dim=-1) / 0.3186 + _EPS)
+    q25 = torch.log(lower_quantile(kv_abs, 0.25) / 0.3186 + _EPS)
     over_texture = noise - 0.5 * grad
     d1 = res[:, 0:2].abs().mean(-1).mean(1)
     flatness = torch.log(kv_abs.mean(-1) + _EPS) - torch.log(d1 + _EPS)
@@ -174,6 +186,25 @@ def _noise_vs_texture(gray: torch.Tensor, res: torch.Tensor, patch: int, noise: 
     half_res = _patches(kv_half, half_patch)[:, 0]                   # [B, P, (p/2)^2]
     noise_half = torch.log(half_res.abs().median(-1).values / 0.6745 + _EPS)
     return torch.stack([q25, over_texture, flatness, noise_half, noise - noise_half], dim=-1)
+
+
+def lower_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile along the last dim, linearly interpolated as `torch.quantile` does, from
+    the smallest floor(q * (n - 1)) + 2 values only (`topk`: about 3x faster than `quantile`'s
+    full sort for a lower quantile): [..., n] -> [...].
+
+    Raises:
+        ValueError: q outside [0, 1) or fewer than 2 values.
+    """
+    n = values.shape[-1]
+    if not 0.0 <= q < 1.0 or n < 2:
+        raise ValueError(f"need 0 <= q < 1 and at least 2 values, got q={q}, n={n}")
+    position = q * (n - 1)
+    below = int(position)
+    k = min(below + 2, n)
+    smallest = values.topk(k, dim=-1, largest=False, sorted=True).values
+    low, high = smallest[..., below], smallest[..., min(below + 1, k - 1)]
+    return low + (position - below) * (high - low)
 
 
 def image_deviation(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
