@@ -221,9 +221,17 @@ def image_deviation(stats: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         (z-scores [N, P, F], image median [F]).
     """
     flat = stats.reshape(-1, stats.shape[-1])
-    median = flat.median(dim=0).values
-    mad = (flat - median).abs().median(dim=0).values
-    return ((stats - median) / (1.4826 * mad + 0.05)).clamp(-8, 8), median
+    z, median = robust_z(stats, flat)
+    return z.clamp(-8, 8), median
+
+
+def robust_z(values: torch.Tensor, reference: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(values - median) / (1.4826 * MAD + 0.05), median and MAD per column of `reference`
+    [M, F]; values [..., F] -> (z [..., F], median [F]). The 0.05 floor keeps a flat statistic
+    from turning rounding noise into large scores."""
+    median = reference.median(dim=0).values
+    mad = (reference - median).abs().median(dim=0).values
+    return (values - median) / (1.4826 * mad + 0.05), median
 
 
 TEXTURE_FEATURES: Tuple[str, ...] = ("log_local_var", "log_grad_energy")
@@ -236,9 +244,9 @@ def texture_conditioned_deviation(stats: torch.Tensor, outlier_z: float = 3.0) -
 
     Per image, each statistic is fitted by least squares on [1, t, t^2] of the TEXTURE_FEATURES
     t (a second fit leaves out the patches with |z| > `outlier_z`, so an edited region does not
-    bend the fit); the residual is then scored like `image_deviation`. A smooth face against a
-    sharp background is ordinary here (its residual statistics follow its texture); noise added
-    to, or removed from, a region is not.
+    bend the fit); the residual is then scored by `robust_z` against the patches kept. A smooth
+    face against a sharp background is ordinary here (its residual statistics follow its
+    texture); noise added to, or removed from, a region is not.
     """
     n, p, f = stats.shape
     flat = stats.reshape(-1, f).double()
@@ -249,9 +257,7 @@ def texture_conditioned_deviation(stats: torch.Tensor, outlier_z: float = 3.0) -
     for _ in range(2):
         coef = torch.linalg.lstsq(design[keep], flat[keep]).solution      # [5, F]
         resid = flat - design @ coef
-        median = resid[keep].median(dim=0).values
-        mad = (resid[keep] - median).abs().median(dim=0).values
-        z = (resid - median) / (1.4826 * mad + 0.05)
+        z, _ = robust_z(resid, resid[keep])
         keep = (z.abs() <= outlier_z).all(1)
         if int(keep.sum()) < 4 * design.shape[1]:
             break
