@@ -8,7 +8,8 @@ safe_detector/README.md for which bars are met and which are missed).
 
 import pytest
 
-from tools.safe.evaluate import evaluate_set, make_evaluation_set
+from tools.safe.evaluate import evaluate_set
+from tools.safe.synth import make_evaluation_set
 from tools.sample_photos import EVALUATION_ONLY_SOURCES
 
 MEAN_IOU_FLOOR = 0.2

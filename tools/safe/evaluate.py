@@ -31,23 +31,13 @@ from PIL import Image
 
 from tools.safe.crosscheck_set import make_set as make_crosscheck_set
 from tools.safe.metrics import Served, served_metrics
-from tools.safe.synth import make_dataset
-from tools.sample_photos import EVALUATION_ONLY_SOURCES, photo
+from tools.safe.synth import EVALUATION_CROPS, make_evaluation_set
+from tools.sample_photos import photo
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("Natural", "FullySynthesized", "LocallyEdited", "LocallySynthesized")
-EVALUATION_SEED = 101
-EVALUATION_SIZE_RANGE = (256, 384)  # the set as first published: crops of photos downscaled to a
-EVALUATION_SHORT_SIDE = 480         # short side of 480 (kept fixed so figures stay comparable)
 LATENCY_PHOTOS = ("china", "flower", "grace_hopper")
-
-
-def make_evaluation_set(out: Path, crops: int = 3) -> List[Dict[str, Any]]:
-    """The independent evaluation set (tools.safe.synth edits of crops of the evaluation-only
-    sources' photos, seed EVALUATION_SEED) under `out`; returns its manifest rows."""
-    return make_dataset(out, sources=EVALUATION_ONLY_SOURCES, crops=crops, seed=EVALUATION_SEED,
-                        size_range=EVALUATION_SIZE_RANGE, short_side=EVALUATION_SHORT_SIDE)
 
 
 def request_body(data: bytes, media_type: str) -> Dict[str, Any]:
@@ -186,7 +176,8 @@ def main() -> None:
     parser.add_argument("--crosscheck", action="store_true",
                         help="the second evaluation set (tools.safe.crosscheck_set: whole photos, "
                              "differently styled edits) instead of tools.safe.synth's")
-    parser.add_argument("--crops", type=int, default=3, help="crops per photo when making --data")
+    parser.add_argument("--crops", type=int, default=EVALUATION_CROPS,
+                        help="crops per photo when making --data")
     parser.add_argument("--latency-reps", type=int, default=15)
     parser.add_argument("--out", type=Path, help="JSON report")
     parser.add_argument("--figure", type=Path, help="contact sheet PNG (image | truth | mask)")

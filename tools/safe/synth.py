@@ -53,6 +53,10 @@ LABEL_OF_METHOD = {"natural": "Natural", "full": "FullySynthesized", "copy_move"
                    "inpaint": "LocallySynthesized"}
 TRAINING_SIZE_RANGE = (224, 768)   # crop sides: small crops and whole photos, so the heads see
 TRAINING_SHORT_SIDE = 768           # the window counts (1 to 16) a served image can have
+EVALUATION_SEED = 101
+EVALUATION_CROPS = 3
+EVALUATION_SIZE_RANGE = (256, 384)  # the set as first published: crops of photos downscaled to a
+EVALUATION_SHORT_SIDE = 480         # short side of 480 (kept fixed so figures stay comparable)
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator,
@@ -290,6 +294,14 @@ def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
     return rows
 
 
+def make_evaluation_set(out: Path, crops: int = EVALUATION_CROPS) -> List[Dict[str, Any]]:
+    """The independent evaluation set that tools.safe.evaluate scores (edits of crops of the
+    evaluation-only sources' photos, seed EVALUATION_SEED, the first published crop sizes) under
+    `out`; returns its manifest rows."""
+    return make_dataset(out, sources=EVALUATION_ONLY_SOURCES, crops=crops, seed=EVALUATION_SEED,
+                        size_range=EVALUATION_SIZE_RANGE, short_side=EVALUATION_SHORT_SIDE)
+
+
 def write_manifest(out: Path, rows: Sequence[Dict[str, Any]], photos: int) -> None:
     """Write `rows` to out/manifest.jsonl, one JSON object per line (the format
     tools.safe.train and tools.safe.evaluate read)."""
@@ -304,8 +316,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--evaluation", action="store_true",
-                        help="the independent evaluation set (scikit-learn, matplotlib, "
-                             "PyWavelets photos) instead of the training set")
+                        help="the independent evaluation set that tools.safe.evaluate scores "
+                             "(scikit-learn, matplotlib, PyWavelets photos; its own fixed seed, "
+                             "crops and sizes, so --photos / --crops / sizes / --seed do not "
+                             "apply) instead of the training set")
     parser.add_argument("--photos", help="comma-separated photo names (default: by source)")
     parser.add_argument("--crops", type=int, default=4, help="crops per photo")
     parser.add_argument("--min-size", type=int, default=TRAINING_SIZE_RANGE[0])
@@ -315,12 +329,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows = make_dataset(args.out, sources=EVALUATION_ONLY_SOURCES if args.evaluation
-                        else TRAINING_SOURCES,
-                        photos=tuple(args.photos.split(",")) if args.photos else None,
-                        crops=args.crops, size_range=(args.min_size, args.max_size),
-                        short_side=args.short_side,
-                        seed=args.seed)
+    if args.evaluation:
+        rows = make_evaluation_set(args.out)
+    else:
+        rows = make_dataset(args.out, photos=tuple(args.photos.split(",")) if args.photos
+                            else None, crops=args.crops,
+                            size_range=(args.min_size, args.max_size),
+                            short_side=args.short_side, seed=args.seed)
     counts: Dict[str, int] = {}
     for row in rows:
         counts[row["method"]] = counts.get(row["method"], 0) + 1
