@@ -47,7 +47,6 @@ from vfm_serving.detection.detector import (
     detection_from_features,
     extract_features,
     global_dim,
-    global_logits,
     global_vector,
     patch_dim,
     patch_matrix,
@@ -268,12 +267,16 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 @dataclasses.dataclass
 class Scored:
-    """One evaluated image: what the server returns for it (Detection) + the uncalibrated
-    logits (for fitting the temperature)."""
+    """One evaluated image: what the server returns for it (Detection, whose uncalibrated
+    logits fit the temperature)."""
 
     sample: Sample
     detection: Detection
-    logits: torch.Tensor       # [4] uncalibrated, float64
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """[4] uncalibrated, float64."""
+        return self.detection.logits
 
 
 def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
@@ -282,11 +285,7 @@ def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
     out = []
     for s in samples:
         assert s.features is not None
-        detection = detection_from_features(heads, s.features)
-        logits = global_logits(heads.global_, global_vector(
-            s.features, detection.patch_probs, heads.config.pooling_threshold,
-            heads.config.global_token_features))
-        out.append(Scored(s, detection, logits))
+        out.append(Scored(s, detection_from_features(heads, s.features)))
     return out
 
 

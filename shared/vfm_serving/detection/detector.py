@@ -86,6 +86,7 @@ class Detection:
     """Result for one image: calibrated log-probabilities [4], label, probability map and mask."""
 
     logprobs: np.ndarray      # float64 [4], logsumexp == 0
+    logits: torch.Tensor      # float64 [4], the global head's, before calibration
     label: int
     prob_map: torch.Tensor    # float32 [H, W] in [0, 1]
     mask: np.ndarray          # uint8 [H, W] in {0, 1}
@@ -314,13 +315,13 @@ def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
     probs = patch_probabilities(heads.patch, features, heads.config.patch_token_features)
     vector = global_vector(features, probs, heads.config.pooling_threshold,
                            heads.config.global_token_features)
-    logprobs = calibrated_logprobs(global_logits(heads.global_, vector), heads.config.temperature,
-                                   heads.config.logit_bias)
+    logits = global_logits(heads.global_, vector)
+    logprobs = calibrated_logprobs(logits, heads.config.temperature, heads.config.logit_bias)
     label = int(np.argmax(logprobs))
     prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
     mask = decide_mask(label, prob_map, heads.config.mask_threshold)
-    return Detection(logprobs=logprobs, label=label, prob_map=prob_map, mask=mask,
-                     patch_probs=probs)
+    return Detection(logprobs=logprobs, logits=logits, label=label, prob_map=prob_map,
+                     mask=mask, patch_probs=probs)
 
 
 class Detector:
