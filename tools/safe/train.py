@@ -418,7 +418,7 @@ def out_of_fold_scores(train: Sequence[Sample], oof: Sequence[torch.Tensor], fol
     return scored
 
 
-def global_token_features(choice: str, standin: bool) -> bool:
+def resolve_tokens(choice: str, standin: bool) -> bool:
     """Resolve TrainOptions.global_tokens or .patch_tokens ("auto" | "true" | "false") for a
     backbone: "auto" is off for a random-weight stand-in, on for real weights.
 
@@ -446,8 +446,8 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     backbone = load_backbone(backbone_source, input_size=224, mean=IMAGENET_MEAN,
                              std=IMAGENET_STD, model_id=backbone_id or backbone_source,
                              device="cpu")
-    tokens = global_token_features(options.global_tokens, backbone.is_standin)
-    patch_tokens = global_token_features(options.patch_tokens, backbone.is_standin)
+    tokens = resolve_tokens(options.global_tokens, backbone.is_standin)
+    patch_tokens = resolve_tokens(options.patch_tokens, backbone.is_standin)
     samples = read_dataset(data, options)
     extract_all(samples, backbone, cache, options)
     by_split = {k: [s for s in samples if s.split == k] for k in ("train", "val", "test")}
