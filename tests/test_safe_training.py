@@ -106,6 +106,7 @@ def test_shipped_demo_heads_are_reproduced_by_the_training_command(trained):
     assert shipped["trained_on_standin"] is True and "DEMO" in shipped["provenance"]
     assert shipped["mask_threshold"] == pytest.approx(metrics["mask_threshold"])
     assert shipped["temperature"] == pytest.approx(metrics["temperature"])
+    assert shipped["edit_temperature"] == pytest.approx(metrics["edit_temperature"])
     held_out = metrics["held_out_split"]
     assert shipped["metrics"][held_out]["patch_auc"] == pytest.approx(
         metrics[held_out]["patch_auc"])

@@ -138,7 +138,7 @@ def test_heads_of_an_older_format_fail_at_load(tmp_path):
     from vfm_serving.detection.heads import FORMAT_VERSION, HeadsMismatchError
 
     config = json.loads((SHIPPED_HEADS / "heads.json").read_text())
-    assert config["format_version"] == FORMAT_VERSION == 3
+    assert config["format_version"] == FORMAT_VERSION == 4
     config["format_version"] = 2
     (tmp_path / "heads.json").write_text(json.dumps(config))
     with pytest.raises(HeadsMismatchError, match="format_version 2"):
@@ -236,7 +236,7 @@ def test_heads_for_rows_of_another_width_fail_at_load(tmp_path):
     assert config["patch_token_features"] is False
     config["patch_token_features"] = True
     (tmp_path / "heads.json").write_text(json.dumps(config))
-    with pytest.raises(HeadsMismatchError, match="patch / global rows"):
+    with pytest.raises(HeadsMismatchError, match="patch / global / edit rows"):
         load_detector(tmp_path, str(SHIPPED_HEADS / "standin_backbone"), stride=168,
                       max_windows=4)
 
@@ -271,3 +271,59 @@ def test_block_mean_and_laplacian_match_their_definitions():
     noise = np.log(forensics._smooth(np.abs(lap)[:32, :48].reshape(4, 8, 6, 8).mean(axis=(1, 3)),
                                      2) + 0.5)
     np.testing.assert_allclose(maps["noise_level"], noise, rtol=1e-5, atol=1e-5)
+
+
+def test_calibrated_logprobs_follow_their_definition():
+    """The served log-probabilities against the formula of detector.calibrated_logprobs written
+    out in numpy: FullySynthesized from the global head, Natural vs the local labels from the
+    edit gate, the local split from the global head; logsumexp 0; a batch equals its rows."""
+    from vfm_serving.detection.detector import calibrated_logprobs
+
+    rng = np.random.default_rng(0)
+    logits, edit = rng.normal(0, 3, (64, 4)), rng.normal(0, 3, (64, 2))
+    t, t_edit, b_nat, b_full = 1.3, 0.7, 0.4, -1.2
+
+    def softmax(x):
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    batch = calibrated_logprobs(torch.from_numpy(logits), torch.from_numpy(edit), t, t_edit,
+                                (b_nat, b_full, 0.0, 0.0))
+    assert batch.shape == (64, 4) and batch.dtype == np.float64
+    for i in range(64):
+        full = softmax(logits[i] / t + np.array([0, b_full, 0, 0]))[1]
+        gate = softmax(edit[i] / t_edit + np.array([b_nat, 0]))
+        local = softmax(logits[i, 2:] / t)
+        expected = np.array([(1 - full) * gate[0], full, (1 - full) * gate[1] * local[0],
+                             (1 - full) * gate[1] * local[1]])
+        np.testing.assert_allclose(np.exp(batch[i]), expected, rtol=1e-10, atol=1e-15)
+        one = calibrated_logprobs(torch.from_numpy(logits[i]), torch.from_numpy(edit[i]), t,
+                                  t_edit, (b_nat, b_full, 0.0, 0.0))
+        np.testing.assert_allclose(one, batch[i], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.log(np.exp(batch).sum(1)), 0, atol=1e-12)
+    # extreme logits stay finite (no log(0) from 1 - P(Full))
+    extreme = calibrated_logprobs(torch.tensor([0.0, 800.0, 0.0, 0.0]), torch.tensor([0.0, 0.0]),
+                                  1.0, 1.0)
+    assert np.isfinite(extreme).all() and extreme.argmax() == FULLY_SYNTHESIZED
+
+
+def test_edit_gate_ignores_fully_synthesized_images():
+    """The edit gate is trained on Natural vs local edits only: adding FullySynthesized rows
+    changes nothing; its two outputs rank an image with a confident region above a flat one."""
+    from tools.safe.train import TrainOptions, train_edit_head
+
+    gen = torch.Generator().manual_seed(0)
+    natural = torch.rand(40, 4, generator=gen) * 0.3
+    edited = 0.4 + torch.rand(40, 4, generator=gen) * 0.6
+    full = torch.rand(10, 4, generator=gen)
+    y = torch.tensor([NATURAL] * 40 + [LOCALLY_EDITED] * 40)
+    options = TrainOptions(global_epochs=50)
+    gate = train_edit_head(torch.cat([natural, edited]), y, options)
+    with_full = train_edit_head(torch.cat([natural, edited, full]),
+                                torch.cat([y, torch.full((10,), FULLY_SYNTHESIZED)]), options)
+    for key, value in gate.state_dict().items():
+        torch.testing.assert_close(with_full.state_dict()[key], value)
+    with torch.no_grad():
+        scores = gate(torch.tensor([[0.05] * 4, [0.9] * 4]))
+    assert scores.shape == (2, 2)
+    assert float(scores[1, 1] - scores[1, 0]) > float(scores[0, 1] - scores[0, 0])

@@ -11,7 +11,8 @@ source = file stem). Masks: non-zero = edited. Without a split column, images ar
 Steps: extract frozen features (cached on disk under --cache, tqdm progress) -> train the patch
 head (Natural + masked local images; FullySynthesized is not used for the patch head) -> global
 features for train images from out-of-fold patch heads (3 folds by source) -> train the global
-head -> on val + out-of-fold scores of the train images: fit the temperature (NLL), then the
+head (4 labels) and the edit gate (Natural vs local edits, on the pooled patch probabilities) ->
+on val + out-of-fold scores of the train images: fit both temperatures (NLL), then the
 mask threshold and class logit biases (best mean IoU of the served masks + natural-vs-edited
 balanced accuracy with the served natural false-positive pixel rate <= --max-natural-fp, 0.03)
 -> report metrics (of the served outputs, scored with the server's own code) on val and test ->
@@ -40,9 +41,11 @@ from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, LOCAL_LABELS, NATUR
 from vfm_serving.detection.detector import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    POOLED_DIM,
     Detection,
     ImageFeatures,
     backbone_fingerprint,
+    calibrated_logprobs,
     decide_mask,
     detection_from_features,
     extract_features,
@@ -51,6 +54,7 @@ from vfm_serving.detection.detector import (
     patch_dim,
     patch_matrix,
     patch_probabilities,
+    pooled_probabilities,
 )
 from vfm_serving.detection.forensics import FORENSIC_NAMES
 from vfm_serving.detection.heads import GlobalHead, Heads, HeadsConfig, PatchHead, save_heads
@@ -92,6 +96,9 @@ class TrainOptions:
     global_epochs: int = 400
     global_hidden: int = 0
     global_weight_decay: float = 3e-2
+    # L2 of the edit gate (Natural vs local edits on the 4 pooled patch probabilities): 0.3 had
+    # the best calibration objective (choose_decision) among 0.003, 0.03 and 0.3
+    edit_weight_decay: float = 0.3
     # Backbone tokens (mean CLS, mean patch token) in the global head: "auto" = off for a
     # random-weight stand-in (its tokens are noise the head would overfit), on for real weights.
     global_tokens: str = "auto"  # auto | true | false
@@ -237,23 +244,38 @@ def train_patch_head(samples: Sequence[Sample], hidden: int, options: TrainOptio
     return head.eval()
 
 
-def train_global_head(x: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> GlobalHead:
-    """Class-balanced multinomial logistic regression (or MLP with `global_hidden`) with L2
-    (weight decay), full-batch Adam."""
+def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int,
+                   weight_decay: float, options: TrainOptions) -> GlobalHead:
+    """Class-balanced multinomial logistic regression (or MLP with `hidden`) on rows x [B, F] with
+    labels y [B] in [0, num_classes), L2 (weight decay), full-batch Adam; seeded."""
     torch.manual_seed(options.seed)
-    head = GlobalHead(x.shape[1], len(LABELS), options.global_hidden)
+    head = GlobalHead(x.shape[1], num_classes, hidden)
     _standardize(head, x)
-    counts = torch.bincount(y, minlength=len(LABELS)).float().clamp_min(1)
-    weight = counts.sum() / (len(LABELS) * counts)
-    opt = torch.optim.Adam(head.linear.parameters(), lr=1e-2,
-                           weight_decay=options.global_weight_decay)
+    counts = torch.bincount(y, minlength=num_classes).float().clamp_min(1)
+    weight = counts.sum() / (num_classes * counts)
+    opt = torch.optim.Adam(head.linear.parameters(), lr=1e-2, weight_decay=weight_decay)
     for _ in range(options.global_epochs):
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(head(x), y, weight=weight)
         loss.backward()
         opt.step()
-    log.info("global head: %d images, final loss %.4f", len(y), loss.item())
+    log.info("%d-class head: %d images, final loss %.4f", num_classes, len(y), loss.item())
     return head.eval()
+
+
+def train_global_head(x: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> GlobalHead:
+    """Global vectors x [B, G], labels y [B] -> the 4-way global head."""
+    return fit_classifier(x, y, len(LABELS), options.global_hidden, options.global_weight_decay,
+                          options)
+
+
+def train_edit_head(pooled: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> GlobalHead:
+    """Pooled patch probabilities [B, 4], labels y [B] -> the edit gate: logistic regression,
+    Natural (0) vs local edits (1). FullySynthesized images are left out: their evidence is
+    global, and the global head names them (detector.calibrated_logprobs)."""
+    keep = y != FULLY_SYNTHESIZED
+    return fit_classifier(pooled[keep], (y[keep] != NATURAL).long(), 2, 0,
+                          options.edit_weight_decay, options)
 
 
 def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -278,6 +300,11 @@ class Scored:
         """[4] uncalibrated, float64."""
         return self.detection.logits
 
+    @property
+    def edit_logits(self) -> torch.Tensor:
+        """[2] (Natural, edited) uncalibrated, float64."""
+        return self.detection.edit_logits
+
 
 def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
     """Score samples (features already extracted) with exactly the server's code path
@@ -289,16 +316,17 @@ def score(samples: Sequence[Sample], heads: Heads) -> List[Scored]:
     return out
 
 
-def choose_decision(scored: Sequence[Scored], temperature: float, max_natural_fp: float = 0.03
-                    ) -> Tuple[float, Tuple[float, ...]]:
-    """Mask threshold and logit biases (log-prior offsets for Natural and FullySynthesized; local
-    classes 0; see detector.calibrated_logprobs) for the served outputs: the best mean IoU of
+def choose_decision(scored: Sequence[Scored], temperature: float, edit_temperature: float,
+                    max_natural_fp: float = 0.03) -> Tuple[float, Tuple[float, ...]]:
+    """Mask threshold and logit biases (log-prior offsets for Natural, on the edit gate, and
+    FullySynthesized; local classes 0; see detector.calibrated_logprobs) for the served
+    outputs: the best mean IoU of
     the served masks on local images + natural-vs-edited balanced accuracy among the
     choices keeping the served natural false-positive pixel rate <= `max_natural_fp` (the
     lowest-FP choice if none does). Grid search on `scored`."""
     thresholds = np.linspace(0.05, 0.95, 37)
-    logprobs = torch.log_softmax(torch.stack([sc.logits for sc in scored]) / temperature,
-                                 dim=1).numpy()
+    logits = torch.stack([sc.logits for sc in scored])
+    edit_logits = torch.stack([sc.edit_logits for sc in scored])
     labels = np.array([sc.sample.label for sc in scored])
     local_score = np.zeros((len(scored), len(thresholds)))   # IoU (local) or FP (natural)
     ones_iou = np.zeros(len(scored))
@@ -316,8 +344,9 @@ def choose_decision(scored: Sequence[Scored], temperature: float, max_natural_fp
     best, best_key = (0.5, (0.0,) * len(LABELS)), (-np.inf, 0.0)
     for b_nat in np.linspace(-2.0, 2.0, 17):
         for b_full in np.linspace(-3.0, 1.0, 17):
-            bias = np.array([b_nat, b_full, 0.0, 0.0])
-            pred = (logprobs + bias).argmax(1)
+            bias = (float(b_nat), float(b_full), 0.0, 0.0)
+            pred = calibrated_logprobs(logits, edit_logits, temperature, edit_temperature,
+                                       bias).argmax(1)
             edited_ba = balanced_accuracy((pred != NATURAL).astype(int),
                                           (labels != NATURAL).astype(int))
             for j, t in enumerate(thresholds):
@@ -400,20 +429,28 @@ def out_of_fold_probs(train: Sequence[Sample], options: TrainOptions, tokens: bo
     return [p for p in probs if p is not None], [fold_of[s.source] for s in train], heads
 
 
+def _pooled_matrix(probs: Sequence[torch.Tensor], threshold: float) -> torch.Tensor:
+    """Stack pooled patch probabilities [B, POOLED_DIM] (the edit gate's rows)."""
+    return torch.stack([pooled_probabilities(p, threshold) for p in probs])
+
+
 def out_of_fold_scores(train: Sequence[Sample], oof: Sequence[torch.Tensor], folds: List[int],
                        patch_heads: Sequence[PatchHead], config: HeadsConfig,
                        options: TrainOptions) -> List[Scored]:
     """Train images scored by heads that never saw their source (the fold's patch head + a
-    global head trained on the other folds): more calibration data than val alone."""
+    global head and an edit gate trained on the other folds): more calibration data than val
+    alone."""
     scored: List[Scored] = []
     vectors = _global_matrix(train, oof, config.pooling_threshold,
                              config.global_token_features)
+    pooled = _pooled_matrix(oof, config.pooling_threshold)
     labels = torch.tensor([s.label for s in train])
     for fold, patch_head in enumerate(patch_heads):
         inside = [i for i, f in enumerate(folds) if f == fold]
         outside = [i for i, f in enumerate(folds) if f != fold]
         global_head = train_global_head(vectors[outside], labels[outside], options)
-        heads = Heads(patch=patch_head, global_=global_head, config=config)
+        edit_head = train_edit_head(pooled[outside], labels[outside], options)
+        heads = Heads(patch=patch_head, global_=global_head, edit=edit_head, config=config)
         scored += score([train[i] for i in inside], heads)
     return scored
 
@@ -464,6 +501,7 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     y_train = torch.tensor([s.label for s in train_s])
     global_head = train_global_head(_global_matrix(train_s, oof, pooling_threshold, tokens),
                                     y_train, options)
+    edit_head = train_edit_head(_pooled_matrix(oof, pooling_threshold), y_train, options)
     # The pooled "fraction above threshold" feature used 0.5 during training; keep it so.
     config = HeadsConfig(
         backbone_model_id=backbone.model_id, backbone_hidden_size=backbone.layout.hidden_size,
@@ -474,20 +512,27 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
         patch_hidden=options.patch_hidden,
         global_in_dim=global_dim(backbone.layout.hidden_size, tokens),
         global_token_features=tokens, global_hidden=options.global_hidden,
+        edit_in_dim=POOLED_DIM,
         mask_threshold=0.5, pooling_threshold=pooling_threshold, temperature=1.0,
         labels=LABELS, backbone_source=record_source or backbone_source,
         backbone_fingerprint=backbone_fingerprint(backbone),
         trained_on_standin=backbone.is_standin, provenance=provenance)
     calib = by_split["val"] or train_s
-    provisional = score(calib, Heads(patch=patch_head, global_=global_head, config=config))
+    provisional = score(calib, Heads(patch=patch_head, global_=global_head, edit=edit_head,
+                                     config=config))
     if fold_heads:  # calibrate on val + out-of-fold train scores: 5x more images than val
         provisional += out_of_fold_scores(train_s, oof, folds, fold_heads, config, options)
     temperature = fit_temperature(torch.stack([sc.logits for sc in provisional]),
                                   torch.tensor([sc.sample.label for sc in provisional]))
-    threshold, bias = choose_decision(provisional, temperature, options.max_natural_fp)
+    not_full = [sc for sc in provisional if sc.sample.label != FULLY_SYNTHESIZED]
+    edit_temperature = fit_temperature(torch.stack([sc.edit_logits for sc in not_full]),
+                                       torch.tensor([int(sc.sample.label != NATURAL)
+                                                     for sc in not_full]))
+    threshold, bias = choose_decision(provisional, temperature, edit_temperature,
+                                      options.max_natural_fp)
     config = dataclasses.replace(config, temperature=temperature, mask_threshold=threshold,
-                                 logit_bias=bias)
-    heads = Heads(patch=patch_head, global_=global_head, config=config)
+                                 logit_bias=bias, edit_temperature=edit_temperature)
+    heads = Heads(patch=patch_head, global_=global_head, edit=edit_head, config=config)
     results: Dict[str, Any] = {"val": evaluate(score(calib, heads), threshold)}
     if by_split["test"]:
         results["test"] = evaluate(score(by_split["test"], heads), threshold)
@@ -500,12 +545,14 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
         "counts": {k: len(v) for k, v in by_split.items()},
         "options": dataclasses.asdict(options),
         "temperature": temperature,
+        "edit_temperature": edit_temperature,
         "mask_threshold": threshold,
         "logit_bias": list(bias),
         "seconds": round(time.perf_counter() - started, 1),
     }
     config.metrics = {k: metrics[k] for k in ("held_out_split", "held_out_sources", held_out,
-                                               "counts", "temperature", "mask_threshold")}
+                                               "counts", "temperature", "edit_temperature",
+                                               "mask_threshold")}
     save_heads(heads, out)
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)

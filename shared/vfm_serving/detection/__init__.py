@@ -1,8 +1,8 @@
 """SAFE edit detection and localization: residual statistics + frozen DINOv2 tokens -> trainable
-patch head (localization) and global head (4-way label).
+patch head (localization), global head (4-way label) and edit gate (natural vs locally edited).
 
 Modules: `residuals` (SRM/high-pass per-patch statistics), `windows` (tiling large images into
-backbone-sized windows and stitching scores back), `heads` (the two heads, saved as one
+backbone-sized windows and stitching scores back), `heads` (the heads, saved as one
 safetensors file + JSON), `detector` (image -> features -> patch probabilities -> mask + logprobs).
 """
 

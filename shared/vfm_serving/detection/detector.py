@@ -16,6 +16,12 @@ mean, fraction above the pooling threshold) [4] ; image median of the residual s
 probability-weighted residual statistics and z-scores [2R] ; per forensic feature the mean,
 top-1% and top-5% mean over patches and the probability-weighted mean [4M] ; image median of
 the relative forensic maps [K].
+Edit gate per image: the pooled patch probabilities [4] alone (natural vs locally edited: whether
+the image holds a region unlike the rest of it, the evidence that transfers best to photos of
+unseen cameras).
+Log-probabilities: FullySynthesized from the global head; the rest split between Natural and the
+local labels by the edit gate, and between the two local labels by the global head
+(`calibrated_logprobs`).
 
 Mask rule (label = argmax of the returned logprobs; label and mask always agree):
 - Natural -> all zeros;
@@ -36,7 +42,7 @@ import torch
 from PIL import Image
 from torch.nn import functional
 
-from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, NATURAL
+from vfm_serving.detection import FULLY_SYNTHESIZED, LABELS, LOCAL_LABELS, NATURAL
 from vfm_serving.detection.forensics import (
     CM_NAMES,
     FORENSIC_NAMES,
@@ -64,6 +70,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TOPK_FRACTION = 0.05
 TOP1_FRACTION = 0.01  # pooled "maxima" are top-1% means (a max grows with the patch count)
 CONTEXT = 3
+POOLED_DIM = 4  # pooled patch probabilities: mean, top-1% mean, top-5% mean, fraction >= threshold
 
 
 @dataclasses.dataclass
@@ -87,6 +94,7 @@ class Detection:
 
     logprobs: np.ndarray      # float64 [4], logsumexp == 0
     logits: torch.Tensor      # float64 [4], the global head's, before calibration
+    edit_logits: torch.Tensor  # float64 [2] (Natural, edited), the edit gate's, before calibration
     label: int
     prob_map: torch.Tensor    # float32 [H, W] in [0, 1]
     mask: np.ndarray          # uint8 [H, W] in {0, 1}
@@ -246,7 +254,21 @@ def global_dim(hidden_size: int, token_features: bool = True) -> int:
     """Width of `global_vector` for a backbone of `hidden_size` (`token_features`: whether the
     backbone's mean CLS and mean patch token are part of it)."""
     tokens = 2 * hidden_size if token_features else 0
-    return tokens + 4 + 3 * len(FEATURE_NAMES) + 4 * NUM_FORENSIC + len(RELATIVE_NAMES)
+    return tokens + POOLED_DIM + 3 * len(FEATURE_NAMES) + 4 * NUM_FORENSIC + len(RELATIVE_NAMES)
+
+
+def top_counts(n: int) -> Tuple[int, int]:
+    """How many of n values the top-1% and top-5% means average: (top1, top5), each >= 1."""
+    return (max(1, int(round(TOP1_FRACTION * n))), max(1, int(round(TOPK_FRACTION * n))))
+
+
+def pooled_probabilities(patch_probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Patch probabilities [N, P] -> [POOLED_DIM]: mean, top-1% mean, top-5% mean, fraction >=
+    `threshold` (the edit gate's input and the start of the global vector's own features)."""
+    probs = patch_probs.reshape(-1)
+    top1, k = top_counts(probs.numel())
+    return torch.stack([probs.mean(), probs.topk(top1).values.mean(),
+                        probs.topk(k).values.mean(), (probs >= threshold).float().mean()])
 
 
 def global_vector(features: ImageFeatures, patch_probs: torch.Tensor, threshold: float,
@@ -255,10 +277,8 @@ def global_vector(features: ImageFeatures, patch_probs: torch.Tensor, threshold:
     probabilities [N, P]. Without `token_features` the backbone's tokens are left out (heads
     trained on a random-weight stand-in: its tokens carry no semantics, only noise to overfit)."""
     probs = patch_probs.reshape(-1)
-    k = max(1, int(round(TOPK_FRACTION * probs.numel())))
-    top1 = max(1, int(round(TOP1_FRACTION * probs.numel())))
-    pooled = torch.stack([probs.mean(), probs.topk(top1).values.mean(),
-                          probs.topk(k).values.mean(), (probs >= threshold).float().mean()])
+    top1, k = top_counts(probs.numel())
+    pooled = pooled_probabilities(patch_probs, threshold)
     weights = (probs / probs.sum().clamp_min(1e-6))[:, None]
     stats = features.stats.reshape(-1, features.stats.shape[-1])
     dev = features.deviation.reshape(-1, features.deviation.shape[-1])
@@ -282,18 +302,41 @@ def patch_probabilities(head: PatchHead, features: ImageFeatures,
 
 @torch.no_grad()
 def global_logits(head: GlobalHead, vector: torch.Tensor) -> torch.Tensor:
-    """Global vector [G] -> uncalibrated float64 logits [4]."""
+    """Global head on its vector [G] (or the edit gate on the pooled probabilities [4]) ->
+    uncalibrated float64 logits [C]."""
     return head(vector[None].float())[0].double()
 
 
-def calibrated_logprobs(logits: torch.Tensor, temperature: float,
+def calibrated_logprobs(logits: torch.Tensor, edit_logits: torch.Tensor, temperature: float,
+                        edit_temperature: float,
                         bias: Sequence[float] = (0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
-    """Uncalibrated logits [4] -> float64 log-probabilities [4]: log-softmax(logits / temperature
-    + bias), logsumexp == 0 up to float64 rounding. `bias` are per-class log-prior offsets
-    fitted on validation data (tools.safe.train), so the argmax that the mask rule follows is the
-    decision the heads were tuned for."""
-    offsets = torch.tensor(tuple(bias), dtype=torch.float64)
-    return torch.log_softmax(logits.double() / temperature + offsets, dim=0).numpy()
+    """Global head logits [..., 4] + edit gate logits [..., 2] (Natural, edited), uncalibrated ->
+    float64 log-probabilities [..., 4], logsumexp == 0 up to float64 rounding:
+
+        P(FullySynthesized) = softmax(logits / T + (0, b_full, 0, 0))[FullySynthesized]
+        P(Natural)          = (1 - P(Full)) * softmax(edit_logits / T_edit + (b_nat, 0))[0]
+        P(local label k)    = (1 - P(Full)) * softmax(edit_logits / T_edit + (b_nat, 0))[1]
+                              * softmax(logits[local labels] / T)[k]
+
+    `bias` = (b_nat, b_full, 0, 0): log-prior offsets fitted on validation data
+    (tools.safe.train), so the argmax that the mask rule follows is the decision the heads were
+    tuned for."""
+    logits, edit_logits = logits.double(), edit_logits.double()
+    offsets = torch.zeros(len(LABELS), dtype=torch.float64)
+    offsets[FULLY_SYNTHESIZED] = float(bias[FULLY_SYNTHESIZED])
+    label = torch.log_softmax(logits / temperature + offsets, dim=-1)
+    not_full = torch.logsumexp(label[..., [i for i in range(len(LABELS))
+                                           if i != FULLY_SYNTHESIZED]], dim=-1)
+    gate = torch.log_softmax(edit_logits / edit_temperature
+                             + torch.tensor([float(bias[NATURAL]), 0.0], dtype=torch.float64),
+                             dim=-1)
+    local = torch.log_softmax(logits[..., list(LOCAL_LABELS)] / temperature, dim=-1)
+    out = torch.empty_like(label)
+    out[..., NATURAL] = not_full + gate[..., 0]
+    out[..., FULLY_SYNTHESIZED] = label[..., FULLY_SYNTHESIZED]
+    for k, index in enumerate(LOCAL_LABELS):
+        out[..., index] = not_full + gate[..., 1] + local[..., k]
+    return out.numpy()
 
 
 def decide_mask(label: int, prob_map: torch.Tensor, threshold: float) -> np.ndarray:
@@ -313,15 +356,19 @@ def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
     stitched probability map [H, W] at the original size, mask by the mask rule). The one
     function both the server and tools.safe.train use to score an image."""
     probs = patch_probabilities(heads.patch, features, heads.config.patch_token_features)
-    vector = global_vector(features, probs, heads.config.pooling_threshold,
-                           heads.config.global_token_features)
+    config = heads.config
+    vector = global_vector(features, probs, config.pooling_threshold,
+                           config.global_token_features)
     logits = global_logits(heads.global_, vector)
-    logprobs = calibrated_logprobs(logits, heads.config.temperature, heads.config.logit_bias)
+    edit_logits = global_logits(heads.edit,
+                                pooled_probabilities(probs, config.pooling_threshold))
+    logprobs = calibrated_logprobs(logits, edit_logits, config.temperature,
+                                   config.edit_temperature, config.logit_bias)
     label = int(np.argmax(logprobs))
     prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
-    mask = decide_mask(label, prob_map, heads.config.mask_threshold)
-    return Detection(logprobs=logprobs, logits=logits, label=label, prob_map=prob_map,
-                     mask=mask, patch_probs=probs)
+    mask = decide_mask(label, prob_map, config.mask_threshold)
+    return Detection(logprobs=logprobs, logits=logits, edit_logits=edit_logits, label=label,
+                     prob_map=prob_map, mask=mask, patch_probs=probs)
 
 
 class Detector:
@@ -397,10 +444,11 @@ def load_detector(heads_dir: Path, backbone_source: Optional[str], *, stride: in
                        forensic_features=FORENSIC_NAMES)
     widths = (patch_dim(backbone.layout.hidden_size, heads.config.patch_token_features),
               global_dim(backbone.layout.hidden_size, heads.config.global_token_features))
-    if (heads.config.patch_in_dim, heads.config.global_in_dim) != widths:
+    declared = (heads.config.patch_in_dim, heads.config.global_in_dim, heads.config.edit_in_dim)
+    if declared != (*widths, POOLED_DIM):
         raise HeadsMismatchError(
-            f"heads take patch / global rows of {heads.config.patch_in_dim} / "
-            f"{heads.config.global_in_dim} features, this code makes {widths[0]} / {widths[1]}")
+            f"heads take patch / global / edit rows of {declared[0]} / {declared[1]} / "
+            f"{declared[2]} features, this code makes {widths[0]} / {widths[1]} / {POOLED_DIM}")
     fingerprint = backbone_fingerprint(backbone)
     expected = config.backbone_fingerprint
     if expected and expected != fingerprint:

@@ -1,8 +1,10 @@
-"""The trainable heads: patch head (localization) and global head (4-way label), in one file.
+"""The trainable heads, in one file: patch head (localization), global head (4-way label) and
+edit gate (natural vs locally edited, on the pooled patch probabilities).
 
-`heads.safetensors` holds every tensor (standardization stats included, prefixed `patch.` and
-`global.`); `heads.json` holds the config: which backbone the heads were trained with (id, hidden
-size, patch size), feature layout, mask threshold, temperature, provenance and metrics.
+`heads.safetensors` holds every tensor (standardization stats included, prefixed `patch.`,
+`global.` and `edit.`); `heads.json` holds the config: which backbone the heads were trained
+with (id, hidden size, patch size), feature layout, mask threshold, temperatures, log-prior
+offsets, provenance and metrics.
 Loading heads against a different backbone fails at load, never silently at predict.
 """
 
@@ -20,8 +22,8 @@ log = logging.getLogger(__name__)
 
 HEADS_TENSORS = "heads.safetensors"
 HEADS_JSON = "heads.json"
-FORMAT_VERSION = 3  # 3: top-1% means instead of maxima in the global vector; token flags;
-#                    texture-conditioned z-scores in the patch rows
+FORMAT_VERSION = 4  # 3: top-1% means instead of maxima in the global vector; token flags;
+#                    texture-conditioned z-scores in the patch rows. 4: the edit gate
 
 
 class HeadsMismatchError(RuntimeError):
@@ -53,8 +55,9 @@ class PatchHead(nn.Module):
 
 
 class GlobalHead(nn.Module):
-    """Standardize [B, F] image features -> 4-way logits [B, 4]: multinomial logistic regression
-    (hidden=0) or a one-hidden-layer MLP."""
+    """Standardize [B, F] image features -> logits [B, C] (C = 4 labels for the global head, 2 =
+    (Natural, edited) for the edit gate): multinomial logistic regression (hidden=0) or a
+    one-hidden-layer MLP."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -67,7 +70,7 @@ class GlobalHead(nn.Module):
             nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, F] -> uncalibrated logits [B, 4] (divide by the temperature for calibration)."""
+        """x [B, F] -> uncalibrated logits [B, C] (divide by the temperature for calibration)."""
         return self.linear((x - self.mean) / self.std)
 
 
@@ -90,7 +93,11 @@ class HeadsConfig:
     backbone_source: str = ""
     backbone_fingerprint: str = ""
     pooling_threshold: float = 0.5
+    # (Natural, FullySynthesized, 0, 0) log-prior offsets: Natural's on the edit gate,
+    # FullySynthesized's on the global head (detector.calibrated_logprobs)
     logit_bias: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+    edit_in_dim: int = 4                # the edit gate reads the pooled patch probabilities
+    edit_temperature: float = 1.0
     global_token_features: bool = True  # mean CLS + mean patch token in the global vector
     patch_token_features: bool = True   # the patch token in each patch head row
     global_hidden: int = 0              # 0: logistic regression; N: one hidden layer of N
@@ -102,10 +109,11 @@ class HeadsConfig:
 
 @dataclasses.dataclass
 class Heads:
-    """A loaded pair of heads with its config."""
+    """The loaded heads with their config."""
 
     patch: PatchHead
     global_: GlobalHead
+    edit: GlobalHead  # 2 logits: (Natural, edited)
     config: HeadsConfig
 
 
@@ -114,6 +122,7 @@ def save_heads(heads: Heads, out_dir: Path) -> Tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"patch.{k}": v.contiguous() for k, v in heads.patch.state_dict().items()}
     tensors.update({f"global.{k}": v.contiguous() for k, v in heads.global_.state_dict().items()})
+    tensors.update({f"edit.{k}": v.contiguous() for k, v in heads.edit.state_dict().items()})
     save_file(tensors, str(out_dir / HEADS_TENSORS),
               metadata={"backbone_model_id": heads.config.backbone_model_id})
     cfg = dataclasses.asdict(heads.config)
@@ -176,14 +185,16 @@ def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
         raise HeadsUnreadableError(f"cannot read {heads_dir / HEADS_TENSORS}: {exc}") from exc
     patch = PatchHead(config.patch_in_dim, config.patch_hidden)
     global_ = GlobalHead(config.global_in_dim, len(config.labels), config.global_hidden)
+    edit = GlobalHead(config.edit_in_dim, 2)
     try:
-        patch.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("patch.")})
-        global_.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("global.")})
+        for prefix, head in (("patch.", patch), ("global.", global_), ("edit.", edit)):
+            head.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                  if k.startswith(prefix)})
     except RuntimeError as exc:
         raise HeadsMismatchError(f"{heads_dir / HEADS_TENSORS} does not match heads.json: "
                                  f"{exc}") from exc
-    patch.eval()
-    global_.eval()
+    for head in (patch, global_, edit):
+        head.eval()
     log.info("loaded heads from %s (backbone %s%s)", heads_dir, config.backbone_model_id,
              "; DEMO heads trained on a stand-in backbone" if config.trained_on_standin else "")
-    return Heads(patch=patch, global_=global_, config=config)
+    return Heads(patch=patch, global_=global_, edit=edit, config=config)
