@@ -294,11 +294,12 @@ def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
     return rows
 
 
-def make_evaluation_set(out: Path, crops: int = EVALUATION_CROPS) -> List[Dict[str, Any]]:
+def make_evaluation_set(out: Path, crops: int = EVALUATION_CROPS,
+                        seed: int = EVALUATION_SEED) -> List[Dict[str, Any]]:
     """The independent evaluation set that tools.safe.evaluate scores (edits of crops of the
     evaluation-only sources' photos, seed EVALUATION_SEED, the first published crop sizes) under
-    `out`; returns its manifest rows."""
-    return make_dataset(out, sources=EVALUATION_ONLY_SOURCES, crops=crops, seed=EVALUATION_SEED,
+    `out`; returns its manifest rows. Another `seed` gives a fresh set in the same recipe."""
+    return make_dataset(out, sources=EVALUATION_ONLY_SOURCES, crops=crops, seed=seed,
                         size_range=EVALUATION_SIZE_RANGE, short_side=EVALUATION_SHORT_SIDE)
 
 
@@ -317,25 +318,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--evaluation", action="store_true",
                         help="the independent evaluation set that tools.safe.evaluate scores "
-                             "(scikit-learn, matplotlib, PyWavelets photos; its own fixed seed, "
-                             "crops and sizes, so --photos / --crops / sizes / --seed do not "
-                             "apply) instead of the training set")
+                             "(scikit-learn, matplotlib, PyWavelets photos; its own crops and "
+                             "sizes, so --photos / --crops / sizes do not apply; its own seed "
+                             f"{EVALUATION_SEED} unless --seed is given) instead of the training "
+                             "set")
     parser.add_argument("--photos", help="comma-separated photo names (default: by source)")
     parser.add_argument("--crops", type=int, default=4, help="crops per photo")
     parser.add_argument("--min-size", type=int, default=TRAINING_SIZE_RANGE[0])
     parser.add_argument("--max-size", type=int, default=TRAINING_SIZE_RANGE[1])
     parser.add_argument("--short-side", type=int, default=TRAINING_SHORT_SIDE,
                         help="photos are first downscaled to at most this short side")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="default 0 (training set) or "
+                        f"{EVALUATION_SEED} (--evaluation)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.evaluation:
-        rows = make_evaluation_set(args.out)
+        rows = make_evaluation_set(args.out, seed=EVALUATION_SEED if args.seed is None
+                                   else args.seed)
     else:
         rows = make_dataset(args.out, photos=tuple(args.photos.split(",")) if args.photos
                             else None, crops=args.crops,
                             size_range=(args.min_size, args.max_size),
-                            short_side=args.short_side, seed=args.seed)
+                            short_side=args.short_side, seed=args.seed or 0)
     counts: Dict[str, int] = {}
     for row in rows:
         counts[row["method"]] = counts.get(row["method"], 0) + 1
