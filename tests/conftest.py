@@ -7,7 +7,7 @@ real model.py in a subprocess; image URLs are served by a real HTTP server on 12
 import http.server
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -82,3 +82,24 @@ def truss_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 
     yield start
     stack.close()
+
+
+@pytest.fixture(scope="module")
+def midnight(truss_server_factory: Callable) -> Any:
+    """The real Midnight Truss server that the client and `vfm` CLI tests share (one per session,
+    private URLs allowed: client_helpers.shared_server). Test files that need a Midnight server
+    with other settings define their own `midnight` fixture."""
+    from client_helpers import shared_server
+
+    return shared_server(truss_server_factory, "midnight")
+
+
+@pytest.fixture()
+def proxy(midnight: Any) -> Iterator[Any]:
+    """A recording, scriptable client_helpers.Proxy in front of `midnight`, closed after the
+    test."""
+    from client_helpers import Proxy
+
+    front = Proxy(midnight.predict_url)
+    yield front
+    front.close()

@@ -7,14 +7,8 @@ import sys
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from client_helpers import run_vfm, shared_server, write_slide
-
-
-@pytest.fixture(scope="module")
-def midnight(truss_server_factory):
-    return shared_server(truss_server_factory, "midnight")
+from client_helpers import run_vfm, write_slide
 
 
 def rows(path):

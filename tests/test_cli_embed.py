@@ -7,30 +7,15 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from client_helpers import (
     VFM,
-    Proxy,
     b64,
     embed_direct,
     images_sent,
     random_pngs,
     run_vfm,
-    shared_server,
 )
-
-
-@pytest.fixture(scope="module")
-def server(truss_server_factory):
-    return shared_server(truss_server_factory, "midnight")
-
-
-@pytest.fixture()
-def proxy(server):
-    front = Proxy(server.predict_url)
-    yield front
-    front.close()
 
 
 def write_folder(folder, count, seed):
@@ -45,7 +30,7 @@ def sent_images(proxy):
     return [image for body in proxy.bodies() for image in images_sent(body)]
 
 
-def test_killed_midway_then_rerun_writes_every_row_exactly_once(server, proxy, tmp_path):
+def test_killed_midway_then_rerun_writes_every_row_exactly_once(midnight, proxy, tmp_path):
     folder = tmp_path / "tiles"
     images = write_folder(folder, 60, seed=21)
     out = tmp_path / "out.parquet"
@@ -85,12 +70,12 @@ def test_killed_midway_then_rerun_writes_every_row_exactly_once(server, proxy, t
                                     if s not in done_before)
     by_source = {r["source"]: r for r in table.to_pylist()}
     got = np.stack([np.asarray(by_source[s]["embedding"], dtype=np.float32) for s in expected])
-    np.testing.assert_allclose(got, embed_direct(server.predict_url, images), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, embed_direct(midnight.predict_url, images), rtol=0, atol=1e-5)
     assert all(by_source[s]["shape"] == [got.shape[1]] for s in expected)
     assert all("STAND-IN" in by_source[s]["model_id"] for s in expected)
 
 
-def test_rerun_retries_only_the_failures(server, proxy, tmp_path):
+def test_rerun_retries_only_the_failures(midnight, proxy, tmp_path):
     folder = tmp_path / "tiles"
     write_folder(folder, 8, seed=22)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
@@ -121,7 +106,7 @@ def test_rerun_retries_only_the_failures(server, proxy, tmp_path):
     assert third.returncode == 0 and len(pq.read_table(out)) == 10
 
 
-def test_list_files_with_relative_paths_and_urls(server, tmp_path, loopback_files):
+def test_list_files_with_relative_paths_and_urls(midnight, tmp_path, loopback_files):
     images = random_pngs(4, seed=24)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.png").write_bytes(images[0])
@@ -132,13 +117,13 @@ def test_list_files_with_relative_paths_and_urls(server, tmp_path, loopback_file
     text = tmp_path / "more.txt"
     text.write_text("# comment\nb.png\nmissing.png\n")
     out = tmp_path / "out.parquet"
-    done = run_vfm(["embed", "--url", server.url, "--task", "segmentation", "--out", str(out),
+    done = run_vfm(["embed", "--url", midnight.url, "--task", "segmentation", "--out", str(out),
                     str(listing), str(text)], cwd=tmp_path)
     assert done.returncode == 2, done.stderr  # missing.png
     rows = pq.read_table(out).to_pylist()
     assert [r["source"] for r in rows] == ["sub/a.png", url, "b.png", "missing.png"]
     assert rows[3]["error"].startswith("file_not_found")
-    reference = embed_direct(server.predict_url, [images[0], images[2], images[1]],
+    reference = embed_direct(midnight.predict_url, [images[0], images[2], images[1]],
                              task="segmentation")
     for row, want in zip(rows[:3], reference, strict=True):
         assert row["shape"] == list(want.shape)
@@ -146,7 +131,7 @@ def test_list_files_with_relative_paths_and_urls(server, tmp_path, loopback_file
                                    rtol=0, atol=1e-5)
 
 
-def test_exit_status_1_when_the_run_cannot_proceed(server, tmp_path):
+def test_exit_status_1_when_the_run_cannot_proceed(midnight, tmp_path):
     from tools.local_server import free_port
     folder = tmp_path / "tiles"
     write_folder(folder, 2, seed=25)
@@ -155,12 +140,12 @@ def test_exit_status_1_when_the_run_cannot_proceed(server, tmp_path):
                            "--out", str(out), str(folder)])
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
     assert run_vfm(["embed", str(folder)]).returncode == 1  # usage: no --url / --out
-    assert run_vfm(["embed", "--url", server.url, "--out", str(out)]).returncode == 1
-    assert run_vfm(["embed", "--url", server.url, "--out", str(out), str(folder)]).returncode == 0
-    other_task = run_vfm(["embed", "--url", server.url, "--task", "segmentation",
+    assert run_vfm(["embed", "--url", midnight.url, "--out", str(out)]).returncode == 1
+    assert run_vfm(["embed", "--url", midnight.url, "--out", str(out), str(folder)]).returncode == 0
+    other_task = run_vfm(["embed", "--url", midnight.url, "--task", "segmentation",
                           "--out", str(out), str(folder)])
     assert other_task.returncode == 1 and "different run" in other_task.stderr
-    again = run_vfm(["embed", "--url", server.url, "--task", "segmentation", "--overwrite",
+    again = run_vfm(["embed", "--url", midnight.url, "--task", "segmentation", "--overwrite",
                      "--out", str(out), str(folder)])
     assert again.returncode == 0
     assert pq.read_table(out).column("shape").to_pylist()[0][1:] == [16, 16]

@@ -17,11 +17,6 @@ from vfm_client.safe import LABELS
 
 
 @pytest.fixture(scope="module")
-def midnight(truss_server_factory):
-    return shared_server(truss_server_factory, "midnight")
-
-
-@pytest.fixture(scope="module")
 def safe(truss_server_factory):
     return shared_server(truss_server_factory, "safe_detector")
 

@@ -9,17 +9,12 @@ import pytest
 import requests
 from PIL import Image
 
-from client_helpers import Proxy, b64, png, run_vfm, shared_server, write_slide
+from client_helpers import Proxy, b64, png, run_vfm, write_slide
 
 W, H, MPP = 2048, 1536, 0.25
 TISSUE = (560, 224, 1680, 952)  # x0, y0, x1, y1 at level 0 (even: exact on level 1)
 TILE = 224
 MIN_TISSUE = 0.25
-
-
-@pytest.fixture(scope="module")
-def server(truss_server_factory):
-    return shared_server(truss_server_factory, "midnight")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ def expected_tiles(target_mpp, downsamples=(1.0, 2.0, 4.0)):
     return level, read_px, int(step), tiles
 
 
-def tiles_by_hand(levels, level, read_px, corners, server):
+def tiles_by_hand(levels, level, read_px, corners, midnight):
     """Cut each tile from the written level array, resize as documented, send it alone."""
     ds = 2 ** level
     out = []
@@ -59,8 +54,8 @@ def tiles_by_hand(levels, level, read_px, corners, server):
         tile = Image.fromarray(levels[level][ly:ly + read_px, lx:lx + read_px])
         if read_px != TILE:
             tile = tile.resize((TILE, TILE), Image.Resampling.BILINEAR)
-        reply = requests.post(server.predict_url, json={"image_base64": b64(png(np.asarray(tile)))},
-                              timeout=60)
+        body = {"image_base64": b64(png(np.asarray(tile)))}
+        reply = requests.post(midnight.predict_url, json=body, timeout=60)
         out.append(np.asarray(reply.json()["embeddings"][0], dtype=np.float32))
     return np.stack(out)
 
@@ -71,10 +66,10 @@ def rows_of(out):
 
 
 @pytest.mark.parametrize("target_mpp", [0.5, 0.7, 1.0])
-def test_grid_level_tissue_and_embeddings(server, slide, tmp_path, target_mpp):
+def test_grid_level_tissue_and_embeddings(midnight, slide, tmp_path, target_mpp):
     path, levels = slide
     out = tmp_path / "slide.parquet"
-    done = run_vfm(["slide", "--url", server.url, "--mpp", str(target_mpp), "--out", str(out),
+    done = run_vfm(["slide", "--url", midnight.url, "--mpp", str(target_mpp), "--out", str(out),
                     str(path)])
     assert done.returncode == 0, done.stderr
     level, read_px, size, tiles = expected_tiles(target_mpp)
@@ -88,7 +83,7 @@ def test_grid_level_tissue_and_embeddings(server, slide, tmp_path, target_mpp):
     for row in rows:
         assert row["mpp"] == pytest.approx(size * MPP / TILE)
     got = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
-    want = tiles_by_hand(levels, level, read_px, [(r["x"], r["y"]) for r in rows], server)
+    want = tiles_by_hand(levels, level, read_px, [(r["x"], r["y"]) for r in rows], midnight)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
@@ -101,10 +96,10 @@ def test_expected_geometry_of_the_three_runs():
     assert len(expected_tiles(0.5)[3]) == 6 and len(expected_tiles(0.7)[3]) == 4
 
 
-def test_thumbnail_shows_tissue_and_the_kept_grid(server, slide, tmp_path):
+def test_thumbnail_shows_tissue_and_the_kept_grid(midnight, slide, tmp_path):
     path, levels = slide
     out = tmp_path / "slide.parquet"
-    assert run_vfm(["slide", "--url", server.url, "--out", str(out), str(path)]).returncode == 0
+    assert run_vfm(["slide", "--url", midnight.url, "--out", str(out), str(path)]).returncode == 0
     annotated = Image.open(tmp_path / "slide.thumbnail.png")
     plain = Image.open(tmp_path / "slide.thumbnail.plain.png")
     # 0.5 mpp: 448 px tiles -> thumbnail downsample min(448 / 8, 2048 / 1024) = 2.
@@ -120,31 +115,31 @@ def test_thumbnail_shows_tissue_and_the_kept_grid(server, slide, tmp_path):
     assert tuple(outside) == tuple(levels[1][5, 5])  # background untouched
 
 
-def test_slide_without_mpp_needs_slide_mpp(server, tmp_path):
+def test_slide_without_mpp_needs_slide_mpp(midnight, tmp_path):
     path = tmp_path / "no_mpp.tiff"
     levels = write_slide(path, W, H, None, TISSUE)
     out = tmp_path / "no_mpp.parquet"
-    refused = run_vfm(["slide", "--url", server.url, "--out", str(out), str(path)])
+    refused = run_vfm(["slide", "--url", midnight.url, "--out", str(out), str(path)])
     assert refused.returncode == 1
     assert "microns-per-pixel" in refused.stderr and "--slide-mpp" in refused.stderr
     assert not out.exists()
-    done = run_vfm(["slide", "--url", server.url, "--slide-mpp", str(MPP), "--out", str(out),
+    done = run_vfm(["slide", "--url", midnight.url, "--slide-mpp", str(MPP), "--out", str(out),
                     str(path)])
     assert done.returncode == 0, done.stderr
     level, read_px, _, tiles = expected_tiles(0.5)
     rows = rows_of(out)
     assert [(r["x"], r["y"]) for r in rows] == sorted(tiles, key=lambda t: (t[1], t[0]))
-    want = tiles_by_hand(levels, level, read_px, [(r["x"], r["y"]) for r in rows], server)
+    want = tiles_by_hand(levels, level, read_px, [(r["x"], r["y"]) for r in rows], midnight)
     np.testing.assert_allclose(np.asarray([r["embedding"] for r in rows]), want, rtol=0,
                                atol=1e-5)
 
 
-def test_tiffslide_reads_the_same_tiles_and_a_rerun_sends_nothing(server, slide, tmp_path):
+def test_tiffslide_reads_the_same_tiles_and_a_rerun_sends_nothing(midnight, slide, tmp_path):
     path, _ = slide
     a, b = tmp_path / "openslide.parquet", tmp_path / "tiffslide.parquet"
-    assert run_vfm(["slide", "--url", server.url, "--backend", "openslide", "--out", str(a),
+    assert run_vfm(["slide", "--url", midnight.url, "--backend", "openslide", "--out", str(a),
                     str(path)]).returncode == 0
-    proxy = Proxy(server.predict_url)
+    proxy = Proxy(midnight.predict_url)
     try:
         args = ["slide", "--url", proxy.url, "--backend", "tiffslide", "--max-items", "4",
                 "--out", str(b), str(path)]

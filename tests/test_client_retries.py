@@ -8,26 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from client_helpers import Proxy, b64, embed_direct, images_sent, random_pngs, shared_server
+from client_helpers import b64, embed_direct, images_sent, random_pngs
 from vfm_client import MidnightClient, RetryPolicy, RunError
 from vfm_client.transport import parse_retry_after
 
 FAST = RetryPolicy(max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.05)
 
 
-@pytest.fixture(scope="module")
-def server(truss_server_factory):
-    return shared_server(truss_server_factory, "midnight")
-
-
-@pytest.fixture()
-def proxy(server):
-    front = Proxy(server.predict_url)
-    yield front
-    front.close()
-
-
-def test_503s_and_dropped_connections_are_retried_until_the_job_completes(server, proxy):
+def test_503s_and_dropped_connections_are_retried_until_the_job_completes(midnight, proxy):
     images = random_pngs(24, seed=11)
     proxy.script = [(503, {}), "drop", (502, {}), "pass", "drop", "drop", "pass", (500, {})]
     client = MidnightClient(proxy.url, max_items=8, concurrency=1, retry=FAST)
@@ -35,11 +23,11 @@ def test_503s_and_dropped_connections_are_retried_until_the_job_completes(server
 
     # 3 requests of 8 images; 6 of the 8 scripted faults hit before a pass.
     assert len(proxy.records) == 3 + 6
-    np.testing.assert_allclose(embeddings, embed_direct(server.predict_url, images),
+    np.testing.assert_allclose(embeddings, embed_direct(midnight.predict_url, images),
                                rtol=0, atol=1e-5)
 
 
-def test_retry_after_is_honoured(server, proxy):
+def test_retry_after_is_honoured(midnight, proxy):
     images = random_pngs(2, seed=12)
     proxy.script = [(429, {"Retry-After": "1"}), (503, {"Retry-After": "1"})]
     started = time.monotonic()
@@ -52,7 +40,7 @@ def test_retry_after_is_honoured(server, proxy):
     assert embeddings.shape[0] == 2
 
 
-def test_a_400_is_not_retried_and_fails_only_its_item(server, proxy):
+def test_a_400_is_not_retried_and_fails_only_its_item(midnight, proxy):
     images = random_pngs(23, seed=13)
     bad = b"\x89PNG\r\n\x1a\n" + b"not really a png"
     inputs = images[:13] + [bad] + images[13:]
@@ -67,10 +55,10 @@ def test_a_400_is_not_retried_and_fails_only_its_item(server, proxy):
     # 3 chunks + one resend of the bad chunk's other 7 images.
     assert len(proxy.records) == 4
     good = results.array()[[i for i in range(24) if i != 13]]
-    np.testing.assert_allclose(good, embed_direct(server.predict_url, images), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(good, embed_direct(midnight.predict_url, images), rtol=0, atol=1e-5)
 
 
-def test_exhausted_retries_fail_only_that_requests_items(server, proxy):
+def test_exhausted_retries_fail_only_that_requests_items(midnight, proxy):
     images = random_pngs(12, seed=14)
     # Request 1 passes, request 2 gets 503 on all 3 attempts, request 3 passes.
     proxy.script = ["pass", (503, {}), (503, {}), (503, {})]
@@ -83,7 +71,7 @@ def test_exhausted_retries_fail_only_that_requests_items(server, proxy):
     assert len(proxy.records) == 1 + 3 + 1
 
 
-def test_connection_errors_exhausted_on_the_first_request_stop_the_run(server):
+def test_connection_errors_exhausted_on_the_first_request_stop_the_run(midnight):
     from tools.local_server import free_port
     client = MidnightClient(f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(
         max_attempts=2, backoff_base_s=0.01))
@@ -91,7 +79,7 @@ def test_connection_errors_exhausted_on_the_first_request_stop_the_run(server):
         client.embed(random_pngs(2))
 
 
-def test_api_key_is_sent_and_a_rejected_key_stops_the_run(server, proxy, monkeypatch):
+def test_api_key_is_sent_and_a_rejected_key_stops_the_run(midnight, proxy, monkeypatch):
     def auth(body):
         headers = proxy.records[-1]["headers"]
         return None if headers.get("Authorization") == "Api-Key good-key" else (401, {})

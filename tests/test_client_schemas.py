@@ -10,17 +10,12 @@ import jsonschema
 import pytest
 import requests
 
-from client_helpers import b64, random_pngs, shared_server
+from client_helpers import b64, random_pngs
 from vfm_client import schemas
 from vfm_client.errors import SchemaError
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [f"{api}.{kind}" for api in schemas.APIS for kind in schemas.KINDS] + ["error.response"]
-
-
-@pytest.fixture(scope="module")
-def midnight(truss_server_factory):
-    return shared_server(truss_server_factory, "midnight")
 
 
 @pytest.mark.parametrize("name", NAMES)
