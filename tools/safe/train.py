@@ -270,8 +270,8 @@ def train_global_head(x: torch.Tensor, y: torch.Tensor, options: TrainOptions) -
 
 
 def train_edit_head(pooled: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> GlobalHead:
-    """Pooled patch probabilities [B, 4], labels y [B] -> the edit gate: logistic regression,
-    Natural (0) vs local edits (1). FullySynthesized images are left out: their evidence is
+    """Pooled patch probabilities [B, POOLED_DIM], labels y [B] -> the edit gate: logistic
+    regression, Natural (0) vs local edits (1). FullySynthesized images are left out: their evidence is
     global, and the global head names them (detector.calibrated_logprobs)."""
     keep = y != FULLY_SYNTHESIZED
     return fit_classifier(pooled[keep], (y[keep] != NATURAL).long(), 2, 0,
@@ -320,10 +320,9 @@ def choose_decision(scored: Sequence[Scored], temperature: float, edit_temperatu
                     max_natural_fp: float = 0.03) -> Tuple[float, Tuple[float, ...]]:
     """Mask threshold and logit biases (log-prior offsets for Natural, on the edit gate, and
     FullySynthesized; local classes 0; see detector.calibrated_logprobs) for the served
-    outputs: the best mean IoU of
-    the served masks on local images + natural-vs-edited balanced accuracy among the
-    choices keeping the served natural false-positive pixel rate <= `max_natural_fp` (the
-    lowest-FP choice if none does). Grid search on `scored`."""
+    outputs: the best mean IoU of the served masks on local images + natural-vs-edited balanced
+    accuracy among the choices keeping the served natural false-positive pixel rate <=
+    `max_natural_fp` (the lowest-FP choice if none does). Grid search on `scored`."""
     thresholds = np.linspace(0.05, 0.95, 37)
     logits = torch.stack([sc.logits for sc in scored])
     edit_logits = torch.stack([sc.edit_logits for sc in scored])
