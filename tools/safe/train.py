@@ -271,8 +271,8 @@ def train_global_head(x: torch.Tensor, y: torch.Tensor, options: TrainOptions) -
 
 def train_edit_head(pooled: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> GlobalHead:
     """Pooled patch probabilities [B, POOLED_DIM], labels y [B] -> the edit gate: logistic
-    regression, Natural (0) vs local edits (1). FullySynthesized images are left out: their evidence is
-    global, and the global head names them (detector.calibrated_logprobs)."""
+    regression, Natural (0) vs local edits (1). FullySynthesized images are left out: their
+    evidence is global, and the global head names them (detector.calibrated_logprobs)."""
     keep = y != FULLY_SYNTHESIZED
     return fit_classifier(pooled[keep], (y[keep] != NATURAL).long(), 2, 0,
                           options.edit_weight_decay, options)
