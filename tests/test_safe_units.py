@@ -168,7 +168,11 @@ def test_global_pooling_does_not_grow_with_the_number_of_patches():
     """The pooled 'maxima' of the forensic features are top-1% means: an image tiled into more
     windows does not score higher just because it has more patches. On i.i.d. N(0, 1) features
     the max over 8x more patches grows by ~0.5; the top-1% mean stays near 2.67."""
-    from vfm_serving.detection.detector import ImageFeatures, global_vector
+    from vfm_serving.detection.detector import (
+        ImageFeatures,
+        global_vector,
+        pooled_probabilities,
+    )
     from vfm_serving.detection.forensics import NUM_FORENSIC, RELATIVE_NAMES
 
     rng = torch.Generator().manual_seed(0)
@@ -182,7 +186,8 @@ def test_global_pooling_does_not_grow_with_the_number_of_patches():
             cls=torch.zeros(windows, 4), stats=torch.zeros(windows, p, r),
             deviation=torch.zeros(windows, p, r), median=torch.zeros(r), grid=16,
             forensic=forensic, forensic_median=torch.zeros(len(RELATIVE_NAMES)))
-        vector = global_vector(features, torch.full((windows, p), 0.1), 0.5,
+        probs = torch.full((windows, p), 0.1)
+        vector = global_vector(features, probs, pooled_probabilities(probs, 0.5),
                                token_features=False)
         start = 4 + 3 * r + NUM_FORENSIC           # pooled probs, residual blocks, forensic means
         top1 = vector[start:start + NUM_FORENSIC]

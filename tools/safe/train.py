@@ -403,10 +403,10 @@ def evaluate(scored: Sequence[Scored], threshold: float) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- driver
 
 def _global_matrix(samples: Sequence[Sample], probs: Sequence[torch.Tensor],
-                   threshold: float, token_features: bool) -> torch.Tensor:
-    """Stack global vectors [B, G]."""
-    return torch.stack([global_vector(s.features, p, threshold, token_features)
-                        for s, p in zip(samples, probs, strict=True)])
+                   pooled: torch.Tensor, token_features: bool) -> torch.Tensor:
+    """Stack global vectors [B, G] (`pooled`: the rows of `_pooled_matrix` for `probs`)."""
+    return torch.stack([global_vector(s.features, p, row, token_features)
+                        for s, p, row in zip(samples, probs, pooled, strict=True)])
 
 
 def out_of_fold_probs(train: Sequence[Sample], options: TrainOptions, tokens: bool = True
@@ -440,9 +440,8 @@ def out_of_fold_scores(train: Sequence[Sample], oof: Sequence[torch.Tensor], fol
     global head and an edit gate trained on the other folds): more calibration data than val
     alone."""
     scored: List[Scored] = []
-    vectors = _global_matrix(train, oof, config.pooling_threshold,
-                             config.global_token_features)
     pooled = _pooled_matrix(oof, config.pooling_threshold)
+    vectors = _global_matrix(train, oof, pooled, config.global_token_features)
     labels = torch.tensor([s.label for s in train])
     for fold, patch_head in enumerate(patch_heads):
         inside = [i for i, f in enumerate(folds) if f == fold]
@@ -498,9 +497,10 @@ def train(data: Path, backbone_source: str, out: Path, *, cache: Path,
     if not fold_heads:
         oof = [patch_probabilities(patch_head, s.features, patch_tokens) for s in train_s]
     y_train = torch.tensor([s.label for s in train_s])
-    global_head = train_global_head(_global_matrix(train_s, oof, pooling_threshold, tokens),
-                                    y_train, options)
-    edit_head = train_edit_head(_pooled_matrix(oof, pooling_threshold), y_train, options)
+    pooled = _pooled_matrix(oof, pooling_threshold)
+    global_head = train_global_head(_global_matrix(train_s, oof, pooled, tokens), y_train,
+                                    options)
+    edit_head = train_edit_head(pooled, y_train, options)
     # The pooled "fraction above threshold" feature used 0.5 during training; keep it so.
     config = HeadsConfig(
         backbone_model_id=backbone.model_id, backbone_hidden_size=backbone.layout.hidden_size,

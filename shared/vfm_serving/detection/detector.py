@@ -271,14 +271,15 @@ def pooled_probabilities(patch_probs: torch.Tensor, threshold: float) -> torch.T
                         probs.topk(k).values.mean(), (probs >= threshold).float().mean()])
 
 
-def global_vector(features: ImageFeatures, patch_probs: torch.Tensor, threshold: float,
+def global_vector(features: ImageFeatures, patch_probs: torch.Tensor, pooled: torch.Tensor,
                   token_features: bool = True) -> torch.Tensor:
-    """Image features [global_dim(D, token_features)] from frozen features and patch
-    probabilities [N, P]. Without `token_features` the backbone's tokens are left out (heads
-    trained on a random-weight stand-in: its tokens carry no semantics, only noise to overfit)."""
+    """Image features [global_dim(D, token_features)] from frozen features, patch probabilities
+    [N, P] and their `pooled_probabilities` [POOLED_DIM] (computed once by the caller: the edit
+    gate reads the same values). Without `token_features` the backbone's tokens are left out
+    (heads trained on a random-weight stand-in: its tokens carry no semantics, only noise to
+    overfit)."""
     probs = patch_probs.reshape(-1)
     top1, k = top_counts(probs.numel())
-    pooled = pooled_probabilities(patch_probs, threshold)
     weights = (probs / probs.sum().clamp_min(1e-6))[:, None]
     stats = features.stats.reshape(-1, features.stats.shape[-1])
     dev = features.deviation.reshape(-1, features.deviation.shape[-1])
@@ -325,8 +326,7 @@ def calibrated_logprobs(logits: torch.Tensor, edit_logits: torch.Tensor, tempera
     offsets = torch.zeros(len(LABELS), dtype=torch.float64)
     offsets[FULLY_SYNTHESIZED] = float(bias[FULLY_SYNTHESIZED])
     label = torch.log_softmax(logits / temperature + offsets, dim=-1)
-    not_full = torch.logsumexp(label[..., [i for i in range(len(LABELS))
-                                           if i != FULLY_SYNTHESIZED]], dim=-1)
+    not_full = torch.logsumexp(label[..., [NATURAL, *LOCAL_LABELS]], dim=-1)
     gate = torch.log_softmax(edit_logits / edit_temperature
                              + torch.tensor([float(bias[NATURAL]), 0.0], dtype=torch.float64),
                              dim=-1)
@@ -357,11 +357,10 @@ def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
     function both the server and tools.safe.train use to score an image."""
     probs = patch_probabilities(heads.patch, features, heads.config.patch_token_features)
     config = heads.config
-    vector = global_vector(features, probs, config.pooling_threshold,
-                           config.global_token_features)
-    logits = global_logits(heads.global_, vector)
-    edit_logits = global_logits(heads.edit,
-                                pooled_probabilities(probs, config.pooling_threshold))
+    pooled = pooled_probabilities(probs, config.pooling_threshold)
+    logits = global_logits(heads.global_, global_vector(features, probs, pooled,
+                                                        config.global_token_features))
+    edit_logits = global_logits(heads.edit, pooled)
     logprobs = calibrated_logprobs(logits, edit_logits, config.temperature,
                                    config.edit_temperature, config.logit_bias)
     label = int(np.argmax(logprobs))
