@@ -76,3 +76,25 @@ def test_crosscheck_set_rows_masks_and_labels(tmp_path):
             assert row["label"] != "Natural" and 0.02 < mask.mean() < 0.25
         if row["method"] == "splice":
             assert row["donor"] != row["source"]
+
+
+def test_training_set_has_one_pass_per_geometry_each_with_its_own_stream(tmp_path):
+    from tools.safe.synth import TRAINING_GEOMETRIES, make_dataset
+
+    photos = ("astronaut", "coffee")
+    rows = make_dataset(tmp_path / "both", photos=photos, crops=1, seed=4)
+    per_pass = len(photos) * 6  # natural, full, copy_move, splice, blur|noise, inpaint
+    assert len(TRAINING_GEOMETRIES) == 2 and len(rows) == 2 * per_pass
+    assert len({r["image"] for r in rows}) == len(rows)
+    small = TRAINING_GEOMETRIES[1]
+    for row in rows[per_pass:]:
+        assert f"_{small.tag}0_" in str(row["image"])
+        with Image.open(tmp_path / "both" / str(row["image"])) as image:
+            assert max(image.size) <= small.size_range[1]
+    # the first pass alone is the same images: each pass draws from its own random stream
+    alone = make_dataset(tmp_path / "first", photos=photos, crops=1, seed=4,
+                         geometries=TRAINING_GEOMETRIES[:1])
+    assert alone == rows[:per_pass]
+    for row in alone:
+        assert (tmp_path / "first" / str(row["image"])).read_bytes() == \
+            (tmp_path / "both" / str(row["image"])).read_bytes()

@@ -5,10 +5,11 @@ PACKAGE: scikit-image + opencv-python (its sdist's sample photos) -> train, maho
 val; `--evaluation` makes the independent evaluation set from scikit-learn, matplotlib and
 PyWavelets (never used for training).
 
-Per crop of a photo (sides drawn from `size_range`, default 224-768 px of the photo downscaled to
-a short side of at most 768: from small crops to whole photos, so that training sees the window
-counts a served image can have; optionally JPEG-compressed first, as a camera would), one image
-per method:
+The training set is two passes over the photos (TRAINING_GEOMETRIES): crop sides of 224-768 px
+of the photo downscaled to a short side of at most 768 (from small crops to whole photos, so that
+training sees the window counts a served image can have), and crop sides of 256-384 px of the
+photo downscaled to 480 (small, low-noise images). Per crop (optionally JPEG-compressed first, as
+a camera would), one image per method:
 - natural: the crop untouched (label Natural);
 - full: the whole crop "re-synthesized": downscaled 2-3x, upscaled, correlated noise
   (FullySynthesized, mask all ones);
@@ -32,6 +33,7 @@ import argparse
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -230,29 +232,60 @@ def post_process(img: np.ndarray, mask: np.ndarray,
     return img, mask
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """How the crops of one pass are cut: photos first downscaled to at most `short_side`, crop
+    sides drawn from `size_range`. `tag` starts the image names of the pass (so passes share a
+    folder); `seed_offset` gives the pass its own random stream (seed + offset)."""
+
+    short_side: int
+    size_range: Tuple[int, int]
+    tag: str = ""
+    seed_offset: int = 0
+
+
+# Two passes over the training photos: crops of up to whole photos at a short side of 768 (the
+# window counts a served image can have), and small crops of photos downscaled to 480 (little
+# camera noise left, few windows: the regime where raw noise statistics mislead most).
+TRAINING_GEOMETRIES: Tuple[Geometry, ...] = (
+    Geometry(TRAINING_SHORT_SIDE, TRAINING_SIZE_RANGE),
+    Geometry(EVALUATION_SHORT_SIDE, EVALUATION_SIZE_RANGE, tag="s480-", seed_offset=7))
+EVALUATION_GEOMETRY = Geometry(EVALUATION_SHORT_SIDE, EVALUATION_SIZE_RANGE)
+
+
 def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
-                 photos: Optional[Tuple[str, ...]] = None, crops: int = 4,
-                 size_range: Tuple[int, int] = TRAINING_SIZE_RANGE, seed: int = 0,
-                 short_side: int = TRAINING_SHORT_SIDE) -> List[Dict]:
+                 photos: Optional[Tuple[str, ...]] = None, crops: int = 4, seed: int = 0,
+                 geometries: Sequence[Geometry] = TRAINING_GEOMETRIES) -> List[Dict]:
     """Write images, masks and manifest.jsonl under `out`; return the manifest rows.
 
     Photos: those of `sources` (tools/sample_photos.py), or the named `photos`. Split by source
-    package (SPLIT_OF_SOURCE). Per crop: one image per method, except blur / noise (one of the
-    two). Splice donors come from another photo of the same split.
+    package (SPLIT_OF_SOURCE). One pass per geometry; per crop: one image per method, except
+    blur / noise (one of the two). Splice donors come from another photo of the same split.
 
     Raises:
         ValueError: a photo of an evaluation-only source asked for outside the test split.
     """
-    rng = np.random.default_rng(seed)
     chosen = [(s, n) for s, n in photos_of(tuple(SPLIT_OF_SOURCE))
               if (n in photos if photos else s in sources)]
+    for source, name in chosen:
+        if source in EVALUATION_ONLY_SOURCES and SPLIT_OF_SOURCE[source] != "test":
+            raise ValueError(f"{name} ({source}) is reserved for evaluation")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    loaded = {name: photo_array(name, short_side) for _, name in chosen}
+    rows: List[Dict] = []
+    for geometry in geometries:
+        rows += _edit_pass(out, chosen, geometry, crops, np.random.default_rng(
+            seed + geometry.seed_offset))
+    write_manifest(out, rows, len(chosen))
+    return rows
+
+
+def _edit_pass(out: Path, chosen: Sequence[Tuple[str, str]], geometry: Geometry, crops: int,
+               rng: np.random.Generator) -> List[Dict]:
+    """One pass of make_dataset at one geometry: `crops` crops per photo, one image per method
+    -> the manifest rows of the images written."""
+    loaded = {name: photo_array(name, geometry.short_side) for _, name in chosen}
     split_of = {name: SPLIT_OF_SOURCE[source] for source, name in chosen}
-    for source, name in chosen:
-        if source in EVALUATION_ONLY_SOURCES and split_of[name] != "test":
-            raise ValueError(f"{name} ({source}) is reserved for evaluation")
     rows: List[Dict] = []
 
     def save(img: np.ndarray, mask: np.ndarray, stem: str, **meta: object) -> None:
@@ -266,7 +299,7 @@ def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
         donors = [n for n in loaded if n != name and split_of[n] == split] or \
                  [n for n in loaded if n != name]
         for c in range(crops):
-            img = random_crop(loaded[name], rng, size_range)
+            img = random_crop(loaded[name], rng, geometry.size_range)
             if rng.random() < 0.6:  # the camera's own JPEG
                 img = _jpeg(img, int(rng.integers(75, 96)))
             h, w = img.shape[:2]
@@ -288,9 +321,8 @@ def make_dataset(out: Path, *, sources: Tuple[str, ...] = TRAINING_SOURCES,
                     edited = local_resynthesis(img, mask, rng)
                 else:
                     edited = local_edit(img, mask, method, rng)
-                save(edited, mask, f"{name}_{c}_{method}", label=LABEL_OF_METHOD[method],
-                     method=method, donor=donor, **base)
-    write_manifest(out, rows, len(chosen))
+                save(edited, mask, f"{name}_{geometry.tag}{c}_{method}",
+                     label=LABEL_OF_METHOD[method], method=method, donor=donor, **base)
     return rows
 
 
@@ -300,7 +332,7 @@ def make_evaluation_set(out: Path, crops: int = EVALUATION_CROPS,
     evaluation-only sources' photos, seed EVALUATION_SEED, the first published crop sizes) under
     `out`; returns its manifest rows. Another `seed` gives a fresh set in the same recipe."""
     return make_dataset(out, sources=EVALUATION_ONLY_SOURCES, crops=crops, seed=seed,
-                        size_range=EVALUATION_SIZE_RANGE, short_side=EVALUATION_SHORT_SIDE)
+                        geometries=(EVALUATION_GEOMETRY,))
 
 
 def write_manifest(out: Path, rows: Sequence[Dict[str, Any]], photos: int) -> None:
@@ -324,10 +356,12 @@ def main() -> None:
                              "set")
     parser.add_argument("--photos", help="comma-separated photo names (default: by source)")
     parser.add_argument("--crops", type=int, default=4, help="crops per photo")
-    parser.add_argument("--min-size", type=int, default=TRAINING_SIZE_RANGE[0])
-    parser.add_argument("--max-size", type=int, default=TRAINING_SIZE_RANGE[1])
-    parser.add_argument("--short-side", type=int, default=TRAINING_SHORT_SIDE,
-                        help="photos are first downscaled to at most this short side")
+    parser.add_argument("--min-size", type=int,
+                        help="one pass with crop sides from --min-size to --max-size of photos "
+                             "downscaled to --short-side, instead of the training passes "
+                             "(TRAINING_GEOMETRIES)")
+    parser.add_argument("--max-size", type=int)
+    parser.add_argument("--short-side", type=int)
     parser.add_argument("--seed", type=int, help="default 0 (training set) or "
                         f"{EVALUATION_SEED} (--evaluation)")
     args = parser.parse_args()
@@ -336,10 +370,15 @@ def main() -> None:
         rows = make_evaluation_set(args.out, seed=EVALUATION_SEED if args.seed is None
                                    else args.seed)
     else:
+        geometries = TRAINING_GEOMETRIES
+        if (args.min_size, args.max_size, args.short_side) != (None, None, None):
+            default = TRAINING_GEOMETRIES[0]
+            geometries = (Geometry(args.short_side or default.short_side,
+                                   (args.min_size or default.size_range[0],
+                                    args.max_size or default.size_range[1])),)
         rows = make_dataset(args.out, photos=tuple(args.photos.split(",")) if args.photos
-                            else None, crops=args.crops,
-                            size_range=(args.min_size, args.max_size),
-                            short_side=args.short_side, seed=args.seed or 0)
+                            else None, crops=args.crops, seed=args.seed or 0,
+                            geometries=geometries)
     counts: Dict[str, int] = {}
     for row in rows:
         counts[row["method"]] = counts.get(row["method"], 0) + 1
