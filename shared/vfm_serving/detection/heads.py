@@ -117,12 +117,18 @@ class Heads:
     config: HeadsConfig
 
 
+def _prefixed(patch: nn.Module, global_: nn.Module,
+              edit: nn.Module) -> Tuple[Tuple[str, nn.Module], ...]:
+    """The heads with the key prefix each has in heads.safetensors (one list for save and load)."""
+    return (("patch.", patch), ("global.", global_), ("edit.", edit))
+
+
 def save_heads(heads: Heads, out_dir: Path) -> Tuple[Path, Path]:
     """Write heads.safetensors + heads.json into `out_dir`; return both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"patch.{k}": v.contiguous() for k, v in heads.patch.state_dict().items()}
-    tensors.update({f"global.{k}": v.contiguous() for k, v in heads.global_.state_dict().items()})
-    tensors.update({f"edit.{k}": v.contiguous() for k, v in heads.edit.state_dict().items()})
+    tensors = {f"{prefix}{k}": v.contiguous()
+               for prefix, head in _prefixed(heads.patch, heads.global_, heads.edit)
+               for k, v in head.state_dict().items()}
     save_file(tensors, str(out_dir / HEADS_TENSORS),
               metadata={"backbone_model_id": heads.config.backbone_model_id})
     cfg = dataclasses.asdict(heads.config)
@@ -187,7 +193,7 @@ def load_heads(heads_dir: Path, *, hidden_size: int, patch_size: int,
     global_ = GlobalHead(config.global_in_dim, len(config.labels), config.global_hidden)
     edit = GlobalHead(config.edit_in_dim, 2)
     try:
-        for prefix, head in (("patch.", patch), ("global.", global_), ("edit.", edit)):
+        for prefix, head in _prefixed(patch, global_, edit):
             head.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
                                   if k.startswith(prefix)})
     except RuntimeError as exc:
