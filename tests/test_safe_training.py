@@ -105,6 +105,7 @@ def test_shipped_demo_heads_are_reproduced_by_the_training_command(trained):
     shipped = json.loads((SHIPPED / "heads.json").read_text())
     assert shipped["trained_on_standin"] is True and "DEMO" in shipped["provenance"]
     assert shipped["mask_threshold"] == pytest.approx(metrics["mask_threshold"])
+    assert shipped["mask_region_fraction"] == metrics["options"]["mask_region_fraction"] == 1.0
     assert shipped["temperature"] == pytest.approx(metrics["temperature"])
     assert shipped["edit_temperature"] == pytest.approx(metrics["edit_temperature"])
     held_out = metrics["held_out_split"]

@@ -90,6 +90,43 @@ def test_mask_rule():
     assert local.sum() == 8 and local[2:4, 5:9].all()
 
 
+def test_mask_rule_keeps_the_regions_with_enough_probability_mass():
+    """Three blobs above the threshold: a wide weak one, a small strong one, and one that
+    touches the wide one only at a corner (8-connected: the same region). The region masses
+    are checked against scipy's own labelling."""
+    prob = torch.zeros(40, 40)
+    prob[2:12, 2:22] = 0.6          # 200 px x 0.6 = 120
+    prob[12:14, 22:24] = 0.6        # diagonal neighbour of the block above: +2.4 -> 122.4
+    prob[25:33, 25:35] = 0.95       # 80 px x 0.95 = 76
+    prob[30:32, 2:4] = 0.55         # 4 px: 2.2
+    threshold = 0.5
+    every = decide_mask(LOCALLY_EDITED, prob, threshold, 0.0)
+    np.testing.assert_array_equal(every, (prob >= threshold).numpy())
+    regions, count = ndimage.label(every, structure=np.ones((3, 3)))
+    assert count == 3
+    mass = ndimage.sum_labels(prob.numpy(), regions, np.arange(1, count + 1))
+    for fraction in (1.0, 0.6, 0.5, 0.01):
+        kept = decide_mask(LOCALLY_EDITED, prob, threshold, fraction)
+        expected = np.isin(regions, 1 + np.flatnonzero(mass >= fraction * mass.max()))
+        np.testing.assert_array_equal(kept, expected.astype(np.uint8))
+    assert decide_mask(LOCALLY_EDITED, prob, threshold, 1.0)[2:14, 2:24].sum() == 204
+    assert decide_mask(LOCALLY_EDITED, prob, threshold, 0.6)[25:33, 25:35].all()
+    assert decide_mask(NATURAL, prob, threshold, 1.0).sum() == 0
+    assert decide_mask(FULLY_SYNTHESIZED, prob, threshold, 1.0).all()
+
+
+def test_heads_written_before_the_region_rule_keep_every_region(tmp_path):
+    config = json.loads((SHIPPED_HEADS / "heads.json").read_text())
+    assert config["mask_region_fraction"] == 1.0
+    del config["mask_region_fraction"]
+    (tmp_path / "heads.json").write_text(json.dumps(config))
+    assert read_config(tmp_path).mask_region_fraction == 0.0
+    config["mask_region_fraction"] = 1.5                 # would drop every region
+    (tmp_path / "heads.json").write_text(json.dumps(config))
+    with pytest.raises(HeadsUnreadableError, match="mask_region_fraction"):
+        read_config(tmp_path)
+
+
 def test_parse_request_errors():
     api = SafeApi()
     with pytest.raises(MissingImage):

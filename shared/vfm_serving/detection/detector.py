@@ -28,6 +28,11 @@ Mask rule (label = argmax of the returned logprobs; label and mask always agree)
 - FullySynthesized -> all ones (every pixel is synthesized);
 - LocallyEdited / LocallySynthesized -> probability map >= threshold; if that is empty,
   the top-scoring region (pixels within 10% of the map's maximum) so the mask is never empty.
+  Of its connected regions (8-connected), those whose probability mass (sum of the map over the
+  region) is below `mask_region_fraction` x the strongest region's are dropped (heads config;
+  1.0 keeps the strongest region only, 0.0 keeps every region). One edit is one region; the
+  weaker blobs a threshold leaves elsewhere are mostly false alarms, and a copy-move's source
+  (matched as strongly as its pasted target, but not edited) is one of them half of the time.
 """
 
 import dataclasses
@@ -37,6 +42,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -339,8 +345,11 @@ def calibrated_logprobs(logits: torch.Tensor, edit_logits: torch.Tensor, tempera
     return out.numpy()
 
 
-def decide_mask(label: int, prob_map: torch.Tensor, threshold: float) -> np.ndarray:
-    """Apply the mask rule (module docstring) -> uint8 [H, W] in {0, 1}."""
+def decide_mask(label: int, prob_map: torch.Tensor, threshold: float,
+                region_fraction: float = 0.0) -> np.ndarray:
+    """Apply the mask rule (module docstring) to a probability map float32 [H, W] -> uint8
+    [H, W] in {0, 1}. `region_fraction` in [0, 1]: keep the connected regions whose probability
+    mass is at least this fraction of the strongest region's."""
     if label == NATURAL:
         return np.zeros(prob_map.shape, dtype=np.uint8)
     if label == FULLY_SYNTHESIZED:
@@ -348,7 +357,20 @@ def decide_mask(label: int, prob_map: torch.Tensor, threshold: float) -> np.ndar
     mask = prob_map >= threshold
     if not bool(mask.any()):
         mask = prob_map >= 0.9 * prob_map.max()
-    return mask.numpy().astype(np.uint8)
+    return strong_regions(mask.numpy(), prob_map.numpy(), region_fraction).astype(np.uint8)
+
+
+def strong_regions(mask: np.ndarray, prob_map: np.ndarray, fraction: float) -> np.ndarray:
+    """bool [H, W] -> bool [H, W]: the 8-connected regions of `mask` whose sum of `prob_map`
+    [H, W] is at least `fraction` x the largest such sum (fraction 0: `mask` unchanged)."""
+    if fraction <= 0.0:
+        return mask
+    # OpenCV's labelling: ~3x faster than scipy.ndimage.label, the same regions
+    count, regions = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:                                    # label 0 is the background
+        return mask
+    mass = np.bincount(regions[mask], weights=prob_map[mask], minlength=count)
+    return (mass >= fraction * mass.max())[regions] & mask
 
 
 def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
@@ -365,7 +387,7 @@ def detection_from_features(heads: Heads, features: ImageFeatures) -> Detection:
                                    config.edit_temperature, config.logit_bias)
     label = int(np.argmax(logprobs))
     prob_map = stitch(probs.reshape(-1, features.grid, features.grid), features.tiling)
-    mask = decide_mask(label, prob_map, config.mask_threshold)
+    mask = decide_mask(label, prob_map, config.mask_threshold, config.mask_region_fraction)
     return Detection(logprobs=logprobs, logits=logits, edit_logits=edit_logits, label=label,
                      prob_map=prob_map, mask=mask, patch_probs=probs)
 

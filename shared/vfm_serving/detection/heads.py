@@ -93,6 +93,10 @@ class HeadsConfig:
     backbone_source: str = ""
     backbone_fingerprint: str = ""
     pooling_threshold: float = 0.5
+    # mask rule (detector.decide_mask): keep the connected regions of the thresholded map with
+    # at least this fraction of the strongest region's probability mass; 0.0 (heads written
+    # before the rule) keeps every region
+    mask_region_fraction: float = 0.0
     # (Natural, FullySynthesized, 0, 0) log-prior offsets: Natural's on the edit gate,
     # FullySynthesized's on the global head (detector.calibrated_logprobs)
     logit_bias: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
@@ -140,7 +144,8 @@ def read_config(heads_dir: Path) -> HeadsConfig:
     """Parse heads.json.
 
     Raises:
-        HeadsUnreadableError: the file is missing, unreadable or malformed.
+        HeadsUnreadableError: the file is missing, unreadable or malformed, or a value is out
+            of range.
         HeadsMismatchError: it was written in another format version.
     """
     path = heads_dir / HEADS_JSON
@@ -153,6 +158,9 @@ def read_config(heads_dir: Path) -> HeadsConfig:
         config = HeadsConfig(**raw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HeadsUnreadableError(f"cannot read {path}: {exc}") from exc
+    if not 0.0 <= config.mask_region_fraction <= 1.0:
+        raise HeadsUnreadableError(f"{path}: mask_region_fraction {config.mask_region_fraction} "
+                                   "is not in [0, 1]")
     if config.format_version != FORMAT_VERSION:
         raise HeadsMismatchError(f"{path}: format_version {config.format_version}, "
                                  f"this code reads {FORMAT_VERSION}")
