@@ -32,7 +32,7 @@ Mask rule (label = argmax of the returned logprobs; label and mask always agree)
   region) is below `mask_region_fraction` x the strongest region's are dropped (heads config;
   1.0 keeps the strongest region only, 0.0 keeps every region). One edit is one region; the
   weaker blobs a threshold leaves elsewhere are mostly false alarms, and a copy-move's source
-  (matched as strongly as its pasted target, but not edited) is one of them half of the time.
+  (matched as strongly as its pasted target, but not edited) is often one of them.
 """
 
 import dataclasses
