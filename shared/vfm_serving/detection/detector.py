@@ -31,8 +31,9 @@ Mask rule (label = argmax of the returned logprobs; label and mask always agree)
   Of its connected regions (8-connected), those whose probability mass (sum of the map over the
   region) is below `mask_region_fraction` x the strongest region's are dropped (heads config;
   1.0 keeps the strongest region only, 0.0 keeps every region). One edit is one region; the
-  weaker blobs a threshold leaves elsewhere are mostly false alarms, and a copy-move's source
-  (matched as strongly as its pasted target, but not edited) is often one of them.
+  weaker blobs a threshold leaves elsewhere cost IoU and natural false positives, and a
+  copy-move's source (matched as strongly as its pasted target, but not edited) is often one of
+  them.
 """
 
 import dataclasses
