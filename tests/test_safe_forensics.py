@@ -12,6 +12,8 @@ from tools.sample_photos import photo_array
 from vfm_serving.detection.forensics import (
     BLOCK,
     FORENSIC_NAMES,
+    GREY_SPREAD,
+    block_maps,
     copy_move_maps,
     forensic_maps,
     sample_at,
@@ -117,6 +119,45 @@ def test_jpeg_grid_misalignment_shows_a_shifted_splice():
     inside = misalign[130 // BLOCK:270 // BLOCK, 210 // BLOCK:430 // BLOCK].mean()
     outside = np.concatenate([misalign[:100 // BLOCK].ravel(), misalign[300 // BLOCK:].ravel()])
     assert inside > np.median(outside) + 0.5
+
+
+def test_colour_maps_follow_their_definition():
+    """A greyscale left half (R = G = B) and a colour right half whose R, G, B spread is 30
+    everywhere: away from the border between them, `grey_fraction` is 1 and 0, and `chroma`
+    log(1 + 0) and log(1 + 30); a pixel of spread GREY_SPREAD still counts as grey, one more
+    does not."""
+    rng = np.random.default_rng(0)
+    value = rng.integers(20, 200, size=(64, 128)).astype(np.int16)
+    rgb = np.stack([value, value, value], axis=-1)
+    rgb[:, 64:, 0] += 20
+    rgb[:, 64:, 2] -= 10
+    rgb[0:8, 0:8, 0] += GREY_SPREAD                 # block (0, 0): still grey
+    rgb[0:8, 16:24, 0] += GREY_SPREAD + 1           # block (0, 2): not grey
+    maps = block_maps(rgb.astype(np.uint8))
+    grey, chroma = maps["grey_fraction"], maps["chroma"]
+    assert grey.shape == chroma.shape == (8, 16)
+    inner = slice(2, 6)
+    np.testing.assert_allclose(grey[inner, 1:6], 1.0, atol=1e-6)
+    np.testing.assert_allclose(grey[inner, 10:15], 0.0, atol=1e-6)
+    np.testing.assert_allclose(chroma[inner, 1:6], 0.0, atol=1e-6)
+    np.testing.assert_allclose(chroma[inner, 10:15], np.log(31.0), rtol=1e-5)
+    # 3x3-block mean around block (0, 1): blocks (0..1, 0..2), clamped at the top edge
+    # ("nearest"), so the row-0 blocks count twice: of the nine cells, block (0, 2) (not grey)
+    # is two
+    assert grey[0, 1] == pytest.approx(7 / 9, abs=1e-6)
+
+
+def test_grey_region_pasted_into_a_colour_photo_stands_out_in_the_colour_maps():
+    rgb = photo_array("coffee").copy()
+    region = (slice(200, 328), slice(160, 352))
+    grey = rgb[region].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    rgb[region] = np.clip(grey + 0.5, 0, 255).astype(np.uint8)[..., None]
+    maps = block_maps(_jpeg(rgb, 95))
+    inner = (slice(216 // BLOCK, 312 // BLOCK), slice(176 // BLOCK, 336 // BLOCK))
+    outside = np.ones(maps["chroma"].shape, bool)
+    outside[184 // BLOCK:344 // BLOCK, 144 // BLOCK:368 // BLOCK] = False
+    assert maps["grey_fraction"][inner].min() > np.percentile(maps["grey_fraction"][outside], 95)
+    assert maps["chroma"][inner].max() < np.percentile(maps["chroma"][outside], 5)
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (16, 40), (17, 23), (20, 300), (300, 16)])

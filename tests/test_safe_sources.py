@@ -58,6 +58,29 @@ def test_opencv_sample_photos_are_training_photos():
     assert not set(EVALUATION_ONLY_SOURCES) & set(TRAINING_SOURCES)
 
 
+def test_pillow_sample_photos_are_training_photos_unlike_any_evaluation_photo():
+    from tools.safe.synth import SPLIT_OF_SOURCE, TRAINING_SOURCES
+    from tools.sample_photos import photo_array
+
+    names = [n for _, n in photos_of(("Pillow",))]
+    assert len(names) == 8 and all(n.startswith("pil_") for n in names)
+    assert SPLIT_OF_SOURCE["Pillow"] == "train" and "Pillow" in TRAINING_SOURCES
+    members = photo_archives.ARCHIVES["Pillow"].files.values()
+    assert not any("hopper" in m for m in members)  # matplotlib's grace_hopper: evaluation
+
+    def thumb(name: str) -> np.ndarray:
+        """32x32 grey thumbnail, zero mean, unit norm (correlation = dot product)."""
+        grey = Image.fromarray(photo_array(name)).convert("L").resize((32, 32))
+        x = np.asarray(grey, np.float64).ravel()
+        return (x - x.mean()) / np.linalg.norm(x - x.mean())
+
+    evaluation = [thumb(n) for _, n in photos_of(EVALUATION_ONLY_SOURCES)]
+    training = {n: thumb(n) for n in names}
+    for name, t in training.items():   # not an evaluation photo, not a copy of another one
+        assert max(float(t @ e) for e in evaluation) < 0.9, name
+        assert max(float(t @ u) for other, u in training.items() if other != name) < 0.9, name
+
+
 def test_crosscheck_set_rows_masks_and_labels(tmp_path):
     rows = make_set(tmp_path, seed=5, variants=1, sources=VALIDATION_SOURCES)
     photos = photos_of(VALIDATION_SOURCES)

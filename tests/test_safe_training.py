@@ -1,7 +1,7 @@
 """Training pipeline on synthetic manipulations, evaluated on photos of held-out SOURCES.
 
-Train: scikit-image photos and the opencv-python sdist's sample photos
-(tools/photo_archives.py fetches that archive from PyPI once); validation (calibration + the
+Train: scikit-image photos and the sample photos of the opencv-python and Pillow sdists
+(tools/photo_archives.py fetches those archives from PyPI once); validation (calibration + the
 figures checked here): the photos of mahotas and glymur. With the random-weight stand-in
 backbone the residual statistics and the forensic maps must carry the detector. Fixed seeds: the
 run is deterministic, and it reproduces the demo heads shipped in safe_detector/data.

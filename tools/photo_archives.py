@@ -9,6 +9,10 @@ extracted into the cache folder (`.cache/photo_archives/`, or `$VFM_PHOTO_ARCHIV
 - opencv-python 5.1.0.95 sdist (Apache-2.0): `opencv/samples/data/`, the camera photos only
   (left out: lena and messi5 (people), starry_night (a painting), renders, synthetic pictures,
   text, calibration patterns, ela_modified (an edited photo), and one view of each stereo pair).
+- Pillow 13.0.0 sdist (MIT-CMU): `Tests/images/`, the camera photos only (the first frame of the
+  three MPO stereo files; left out: every `hopper*` file (the same photo as matplotlib's
+  grace_hopper, an evaluation photo), renders, drawings, test patterns, a scan, a screenshot, a
+  stock photo with a watermark, photos under 300 px, and byte-for-byte or pixel duplicates).
 """
 
 import dataclasses
@@ -55,6 +59,16 @@ ARCHIVES: Dict[str, Archive] = {
             ("leuvenA", "jpg"), ("licenseplate_motion", "jpg"), ("mcc_ccm_test", "jpg"),
             ("orange", "jpg"), ("rgbd-color", "jpg"), ("rubberwhale1", "png"),
             ("smarties", "png"), ("squirrel_cls", "jpg"), ("stuff", "jpg"))}),
+    "Pillow": Archive(
+        filename="pillow-13.0.0.tar.gz",
+        url="https://files.pythonhosted.org/packages/ce/a4/"
+            "9cc30690a394a8305e8be4c9036aa16d0dfddadd09079860b582f562496d/pillow-13.0.0.tar.gz",
+        sha256="cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510",
+        folder="pillow-13.0.0/Tests/images",
+        files={"pil_rocks": "fujifilm.mpo", "pil_frozenpond": "frozenpond.mpo",
+               "pil_sugarshack": "sugarshack.mpo", "pil_heather": "flower2.jpg",
+               "pil_mountains": "exif-72dpi-int.jpg", "pil_spitfire": "exif_gps_typeerror.jpg",
+               "pil_pebbles": "xmp_test.jpg", "pil_beach": "icc_profile_big.jpg"}),
 }
 
 

@@ -8,6 +8,8 @@ package's own files, nothing is downloaded):
 - opencv-python: 26 camera photos of `opencv/samples/data/` in its SOURCE archive, not the wheel
   (tools/photo_archives.py fetches the pinned sdist from PyPI once; names prefixed `cv_`)
   (training);
+- Pillow: 8 camera photos of `Tests/images/` in its SOURCE archive (tools/photo_archives.py; names
+  prefixed `pil_`) (training);
 - mahotas: luispedro, nuclear; glymur: nemo, goodstuff (validation: calibration, model choice);
 - scikit-learn: china, flower; matplotlib: grace_hopper; PyWavelets: aero, ascent, camera
   (EVALUATION ONLY, never in training).
@@ -39,6 +41,7 @@ SOURCES: Dict[str, Tuple[str, ...]] = {
                      "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "motorcycle",
                      "retina", "rocket", "text"),
     "opencv-python": tuple(ARCHIVES["opencv-python"].files),
+    "Pillow": tuple(ARCHIVES["Pillow"].files),
     "mahotas": ("luispedro", "nuclear"),
     "glymur": ("nemo", "goodstuff"),
     "scikit-learn": ("china", "flower"),

@@ -1,9 +1,9 @@
 """Make a labelled, masked set of manipulated images from real photos of several sources.
 
 Photos come from tools/sample_photos.py (photos shipped inside PyPI packages), split BY SOURCE
-PACKAGE: scikit-image + opencv-python (its sdist's sample photos) -> train, mahotas + glymur ->
-val; `--evaluation` makes the independent evaluation set from scikit-learn, matplotlib and
-PyWavelets (never used for training).
+PACKAGE: scikit-image and the sample photos of the opencv-python and Pillow sdists -> train,
+mahotas + glymur -> val; `--evaluation` makes the independent evaluation set from scikit-learn,
+matplotlib and PyWavelets (never used for training).
 
 The training set is two passes over the photos (TRAINING_GEOMETRIES): crop sides of 224-768 px
 of the photo downscaled to a short side of at most 768 (from small crops to whole photos, so that
@@ -45,10 +45,11 @@ from tools.sample_photos import EVALUATION_ONLY_SOURCES, photo_array, photos_of
 
 log = logging.getLogger(__name__)
 
-SPLIT_OF_SOURCE = {"scikit-image": "train", "opencv-python": "train", "mahotas": "val",
+SPLIT_OF_SOURCE = {"scikit-image": "train", "opencv-python": "train", "Pillow": "train",
+                   "mahotas": "val",
                    "glymur": "val",
                    "scikit-learn": "test", "matplotlib": "test", "PyWavelets": "test"}
-TRAINING_SOURCES = ("scikit-image", "opencv-python", "mahotas", "glymur")
+TRAINING_SOURCES = ("scikit-image", "opencv-python", "Pillow", "mahotas", "glymur")
 METHODS = ("natural", "full", "copy_move", "splice", "blur", "noise", "inpaint")
 LABEL_OF_METHOD = {"natural": "Natural", "full": "FullySynthesized", "copy_move": "LocallyEdited",
                    "splice": "LocallyEdited", "blur": "LocallyEdited", "noise": "LocallyEdited",

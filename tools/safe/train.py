@@ -63,7 +63,7 @@ from vfm_serving.detection.windows import cut_mask_windows, patch_fractions
 from vfm_serving.embeddings.dinov2 import Backbone, load_backbone
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "safe-features-v11"  # v11: OpenCV filters (same values to float rounding)
+CACHE_VERSION = "safe-features-v12"  # v12: colour maps (chroma, grey_fraction)
 
 
 @dataclasses.dataclass

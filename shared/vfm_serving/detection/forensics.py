@@ -38,12 +38,14 @@ from vfm_serving.detection.copy_move import copy_move_maps as copy_move_maps
 
 CM_NAMES: Tuple[str, ...] = ("cm_match", "cm_target")
 RELATIVE_NAMES: Tuple[str, ...] = ("jpeg_block", "jpeg_misalign", "ghost_lo", "ghost_hi", "cfa",
-                                   "resample_r1", "resample_r2", "noise_level")
+                                   "resample_r1", "resample_r2", "noise_level", "chroma",
+                                   "grey_fraction")
 FORENSIC_NAMES: Tuple[str, ...] = CM_NAMES + RELATIVE_NAMES
 NUM_FORENSIC = len(FORENSIC_NAMES)
 BLOCK = 8                      # grid cell of the JPEG / CFA / resampling / noise maps (pixels)
 FORENSIC_MAX_PIXELS = 4_194_304
 _EPS = 1e-6
+GREY_SPREAD = 2                # a pixel whose max(R, G, B) - min(R, G, B) is at most this is grey
 DEFAULT_COPY_MOVE = CopyMoveSettings()
 
 
@@ -134,13 +136,24 @@ def _laplacian_maps(grey: np.ndarray) -> Dict[str, np.ndarray]:
     return out
 
 
+def _colour_maps(rgb: np.ndarray) -> Dict[str, np.ndarray]:
+    """Per 8x8 block (3x3-block mean): `chroma`, log(1 + mean of max(R, G, B) - min(R, G, B)),
+    and `grey_fraction`, the share of pixels whose spread is at most GREY_SPREAD (colour pasted
+    into a black-and-white photo, or grey into a colour one)."""
+    # OpenCV's element-wise max / min of the channels: ~20x faster than numpy's max(axis=-1)
+    red, green, blue = cv2.split(np.ascontiguousarray(rgb))
+    spread = cv2.subtract(cv2.max(cv2.max(red, green), blue), cv2.min(cv2.min(red, green), blue))
+    return {"chroma": np.log(1.0 + _smooth(_block_mean(spread.astype(np.float32)), 3)),
+            "grey_fraction": _smooth(_block_mean((spread <= GREY_SPREAD).astype(np.float32)), 3)}
+
+
 def block_maps(rgb: np.ndarray) -> Dict[str, np.ndarray]:
     """The RELATIVE_NAMES maps, each float32 [H//8, W//8], from uint8 rgb [H, W, 3]."""
     grey = _grey(rgb)
     block, misalign = _jpeg_maps(grey)
     ghost_lo, ghost_hi = _ghosts(grey)
     maps = {"jpeg_block": block, "jpeg_misalign": misalign, "ghost_lo": ghost_lo,
-            "ghost_hi": ghost_hi, **_laplacian_maps(grey)}
+            "ghost_hi": ghost_hi, **_laplacian_maps(grey), **_colour_maps(rgb)}
     return {name: maps[name].astype(np.float32) for name in RELATIVE_NAMES}
 
 
