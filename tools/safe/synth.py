@@ -46,8 +46,7 @@ from tools.sample_photos import EVALUATION_ONLY_SOURCES, photo_array, photos_of
 log = logging.getLogger(__name__)
 
 SPLIT_OF_SOURCE = {"scikit-image": "train", "opencv-python": "train", "Pillow": "train",
-                   "mahotas": "val",
-                   "glymur": "val",
+                   "mahotas": "val", "glymur": "val",
                    "scikit-learn": "test", "matplotlib": "test", "PyWavelets": "test"}
 TRAINING_SOURCES = ("scikit-image", "opencv-python", "Pillow", "mahotas", "glymur")
 METHODS = ("natural", "full", "copy_move", "splice", "blur", "noise", "inpaint")

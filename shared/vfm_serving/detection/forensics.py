@@ -17,9 +17,12 @@ image (the caller resizes them to its own canvas):
   flips it); resampling (`resample_r1`, `resample_r2`), its lag-1 and lag-2 correlation
   (interpolation correlates neighbouring residuals; sensor noise does not); `noise_level`, the
   log local mean |residual|.
+- colour (`chroma`, `grey_fraction`): the mean spread max(R, G, B) - min(R, G, B) and the share
+  of grey pixels (colour pasted into a black-and-white photo, or grey into a colour one).
 
-Maps from the JPEG, CFA, resampling and noise groups are relative evidence: the detector scores
-them against the image's own distribution (robust z-scores); the copy-move maps are absolute.
+Maps from the JPEG, CFA, resampling, noise and colour groups are relative evidence: the detector
+scores them against the image's own distribution (robust z-scores); the copy-move maps are
+absolute.
 Images above FORENSIC_MAX_PIXELS are analysed downscaled to that many pixels (their JPEG / CFA
 traces are then mostly gone; the maps stay defined).
 """
@@ -42,7 +45,7 @@ RELATIVE_NAMES: Tuple[str, ...] = ("jpeg_block", "jpeg_misalign", "ghost_lo", "g
                                    "grey_fraction")
 FORENSIC_NAMES: Tuple[str, ...] = CM_NAMES + RELATIVE_NAMES
 NUM_FORENSIC = len(FORENSIC_NAMES)
-BLOCK = 8                      # grid cell of the JPEG / CFA / resampling / noise maps (pixels)
+BLOCK = 8                      # grid cell of the JPEG / CFA / resampling / noise / colour maps
 FORENSIC_MAX_PIXELS = 4_194_304
 _EPS = 1e-6
 GREY_SPREAD = 2                # a pixel whose max(R, G, B) - min(R, G, B) is at most this is grey
