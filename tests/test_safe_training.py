@@ -4,7 +4,8 @@ Train: scikit-image photos and the sample photos of the opencv-python and Pillow
 (tools/photo_archives.py fetches those archives from PyPI once); validation (calibration + the
 figures checked here): the photos of mahotas and glymur. With the random-weight stand-in
 backbone the residual statistics and the forensic maps must carry the detector. Fixed seeds: the
-run is deterministic, and it reproduces the demo heads shipped in safe_detector/data.
+run is deterministic on one machine, and it reproduces the demo heads shipped in
+safe_detector/data (their weights to float noise across machines: WEIGHT_ATOL).
 """
 
 import json
@@ -23,6 +24,10 @@ SHIPPED = ROOT / "safe_detector" / "data"
 # issue's bars, most of which they miss): they catch regressions, they are not the bars.
 PATCH_AUC_FLOOR = 0.75
 EDITED_BA_FLOOR = 0.5
+# The shipped weights against a clean run's: float noise across machines is up to 3.9e-5 (the
+# file was made on an earlier machine, the run on an Intel Xeon); the training seed alone
+# (--seed 1) moves every tensor by 2e-3 to 0.19, and every tensor then fails this check.
+WEIGHT_ATOL = 2e-4
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +122,11 @@ def test_shipped_demo_heads_are_reproduced_by_the_training_command(trained):
     ours, theirs = load_file(str(work / "heads" / "heads.safetensors")), \
         load_file(str(SHIPPED / "heads.safetensors"))
     assert ours.keys() == theirs.keys()
+    # Float noise across machines, not a loose check: the shipped file was made on an earlier
+    # machine; a clean run of the same commit on an Intel Xeon gave weights up to 3.9e-5 away
+    # (every decision and metric above equal), while two runs on one machine agree to 1e-10.
     for key in ours:
-        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-3, atol=WEIGHT_ATOL)
 
 
 def test_heads_refuse_a_different_backbone(trained, tmp_path):
