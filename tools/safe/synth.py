@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 SPLIT_OF_SOURCE = {"scikit-image": "train", "opencv-python": "train", "Pillow": "train",
                    "mahotas": "val", "glymur": "val",
                    "scikit-learn": "test", "matplotlib": "test", "PyWavelets": "test"}
-TRAINING_SOURCES = ("scikit-image", "opencv-python", "Pillow", "mahotas", "glymur")
+# every source whose photos a training run may use (train + val), in SPLIT_OF_SOURCE order
+TRAINING_SOURCES = tuple(src for src, split in SPLIT_OF_SOURCE.items() if split != "test")
 METHODS = ("natural", "full", "copy_move", "splice", "blur", "noise", "inpaint")
 LABEL_OF_METHOD = {"natural": "Natural", "full": "FullySynthesized", "copy_move": "LocallyEdited",
                    "splice": "LocallyEdited", "blur": "LocallyEdited", "noise": "LocallyEdited",
