@@ -112,6 +112,17 @@ def sixteen_bit_png() -> bytes:
     return encode(Image.fromarray(values), "PNG")
 
 
+def separate_planes_tiff16() -> bytes:
+    """GOOD_PNG's pixels as a 16-bit RGB TIFF with a plane per channel (v * 257: top 8 bits = v),
+    the layout Pillow 13 alone decodes wrongly."""
+    import tifffile
+
+    planes = np.moveaxis(np.asarray(photo("astronaut", (256, 256)), np.uint16) * 257, -1, 0)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, planes, photometric="rgb", planarconfig="separate")
+    return buf.getvalue()
+
+
 def cmyk_jpeg() -> bytes:
     return encode(photo("chelsea", (160, 120)).convert("CMYK"), "JPEG")
 
@@ -330,6 +341,8 @@ def midnight_cases(ssrf_port: int) -> List[Case]:
         Case("CMYK JPEG", js({"image_base64": b64(cmyk_jpeg())}), 200, check=shape([1, 64])),
         Case("16-bit PNG", js({"image_base64": b64(sixteen_bit_png())}), 200,
              check=shape([1, 64])),
+        Case("16-bit TIFF, a plane per channel",
+             js({"image_base64": b64(separate_planes_tiff16())}), 200, check=same_as_reference),
         Case("RGBA PNG", js({"image_base64": b64(rgba_png())}), 200, check=shape([1, 64])),
         Case("animated GIF", js({"image_base64": b64(animated_gif())}), 200,
              check=shape([1, 64])),

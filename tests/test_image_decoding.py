@@ -255,6 +255,63 @@ def test_sixteen_bit_rgb_png_and_tiff() -> None:
     np.testing.assert_array_equal(pixels(decode_rgb(png16_rgb(values), SETTINGS)), expected)
 
 
+def separate_planes_tiff(planes: np.ndarray, **options) -> bytes:
+    """planes [S, H, W] written by tifffile with PlanarConfiguration 2 (a plane per channel)."""
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, planes, planarconfig="separate", **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("layout", [{}, {"byteorder": ">"}, {"rowsperstrip": 1},
+                                    {"tile": (16, 16)}, {"compression": "zlib"}])
+def test_sixteen_bit_rgb_tiff_in_separate_planes(layout) -> None:
+    planes = ((np.arange(3 * 48 * 64).reshape(3, 48, 64) * 997) % 65536).astype(np.uint16)
+    data = separate_planes_tiff(planes, photometric="rgb", **layout)
+    expected = (np.moveaxis(planes, 0, -1) >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(pixels(decode_rgb(data, SETTINGS)), expected)
+    if "compression" not in layout:  # why tifffile reads these: Pillow alone gets them wrong
+        wrong = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert not np.array_equal(wrong, expected)
+
+
+def test_sixteen_bit_rgba_tiff_in_separate_planes_is_composited_on_white() -> None:
+    array = rgba_array(48, 32)
+    planes = np.moveaxis(array.astype(np.uint16) * 256 + 128, -1, 0)   # top 8 bits: array
+    data = separate_planes_tiff(planes, photometric="rgb", extrasamples=["unassalpha"])
+    np.testing.assert_array_equal(pixels(decode_rgb(data, SETTINGS)),
+                                  on_white(array[..., :3], array[..., 3]))
+
+
+def test_sixteen_bit_premultiplied_rgba_tiff_in_separate_planes() -> None:
+    array = rgba_array(48, 32)
+    premultiplied = array.copy()
+    premultiplied[..., :3] = (array[..., :3].astype(np.uint32) * array[..., 3:] + 127) // 255
+    planes = np.moveaxis(premultiplied.astype(np.uint16) * 257, -1, 0)
+    data = separate_planes_tiff(planes, photometric="rgb", extrasamples=["assocalpha"])
+    rgba = Image.frombytes("RGBa", (48, 32), premultiplied.tobytes()).convert("RGBA")
+    unpremultiplied = np.asarray(rgba)  # Pillow's own RGBa -> RGBA, as for an 8-bit file
+    np.testing.assert_array_equal(pixels(decode_rgb(data, SETTINGS)),
+                                  on_white(unpremultiplied[..., :3], unpremultiplied[..., 3]))
+
+
+def test_separate_planes_tiff_keeps_its_orientation_tag() -> None:
+    planes = ((np.arange(3 * 32 * 48).reshape(3, 32, 48) * 389) % 65536).astype(np.uint16)
+    data = separate_planes_tiff(planes, photometric="rgb",
+                                extratags=[(274, "H", 1, 6, True)])  # 6: rotate 90 clockwise
+    stored = (np.moveaxis(planes, 0, -1) >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(pixels(decode_rgb(data, SETTINGS)), np.rot90(stored, k=-1))
+    as_stored = decode_rgb(data, SETTINGS, apply_exif_orientation=False)
+    np.testing.assert_array_equal(pixels(as_stored), stored)
+
+
+def test_separate_planes_tiff_of_another_sample_type_is_refused() -> None:
+    planes = np.arange(3 * 32 * 48, dtype=np.int16).reshape(3, 32, 48)
+    with pytest.raises(errors.ImageDecodeError):
+        decode_rgb(separate_planes_tiff(planes, photometric="rgb"), SETTINGS)
+
+
 def png16_rgb(values: np.ndarray) -> bytes:
     """A 48-bit RGB PNG written out (Pillow cannot write one)."""
     import zlib

@@ -11,6 +11,9 @@ What a decoded image is (the model sees exactly this, then its own resize/crop):
   out = round((c * a + 255 * (255 - a)) / 255);
 - CMYK through its ICC profile, else Pillow's conversion round((255 - c) * (255 - k) / 255);
 - 16-bit (I;16, and I read as 16-bit) -> the top 8 bits (v >> 8, as Pillow reads 48-bit RGB);
+  an uncompressed TIFF storing its channels in separate planes (PlanarConfiguration 2) with 16
+  bits per sample is read by tifffile instead: Pillow 13 reads each such plane byte by byte
+  (wrong pixels, no error); compressed ones go through libtiff and are right;
   float (F): values in [0, 1] -> round(v * 255), in [0, 255] -> round(v), otherwise min-max
   scaled to [0, 255]; NaN -> 0.
 
@@ -50,6 +53,11 @@ REDUCED_DECODE_MARGIN = 2.0
 _FORMAT_ALIASES = {"MPO": "JPEG"}  # an MPO is a JPEG whose first frame is the primary image
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+# TIFF tags (TIFF 6.0) and values read by `misread_by_pillow` / `read_separate_planes`
+_TIFF_BITS_PER_SAMPLE, _TIFF_COMPRESSION, _TIFF_SAMPLES_PER_PIXEL = 258, 259, 277
+_TIFF_PLANAR_CONFIGURATION = 284
+_TIFF_UNCOMPRESSED, _TIFF_SEPARATE_PLANES, _TIFF_ASSOCIATED_ALPHA = 1, 2, 1
+_EXIF_ORIENTATION = 0x0112
 
 
 @contextlib.contextmanager
@@ -129,7 +137,10 @@ def decode_rgb(data: bytes, settings: ServingSettings, *,
         if reduce_for is not None and settings.reduced_decode and fmt == "JPEG":
             draft_for(image, reduce_for)
         icc_profile = image.info.get("icc_profile")
-        image.load()  # the first frame / page
+        if misread_by_pillow(image):
+            image = read_separate_planes(data, image)
+        else:
+            image.load()  # the first frame / page
         if apply_exif_orientation:
             image = _exif_transpose(image)
         image = to_rgb(image, icc_profile)
@@ -153,6 +164,47 @@ def draft_for(image: Image.Image, target_side: int,
     # Pillow picks the largest scale whose result is at least the requested size.
     image.draft(None, (width // scale, height // scale))
     return width / image.size[0]
+
+
+def misread_by_pillow(image: Image.Image) -> bool:
+    """Whether `image` (opened, not loaded) is a TIFF that Pillow 13 decodes wrongly: several
+    channels in separate planes (PlanarConfiguration 2), uncompressed, more than 8 bits per
+    sample."""
+    if image.format != "TIFF":
+        return False
+    tags = image.tag_v2  # type: ignore[attr-defined]  # TiffImageFile
+    bits = tags.get(_TIFF_BITS_PER_SAMPLE, 1)
+    return (tags.get(_TIFF_PLANAR_CONFIGURATION) == _TIFF_SEPARATE_PLANES
+            and tags.get(_TIFF_SAMPLES_PER_PIXEL, 1) > 1
+            and tags.get(_TIFF_COMPRESSION, 1) == _TIFF_UNCOMPRESSED
+            and max(bits if isinstance(bits, tuple) else (bits,)) > 8)
+
+
+def read_separate_planes(data: bytes, opened: Image.Image) -> Image.Image:
+    """The first page of a `misread_by_pillow` TIFF, read by tifffile: 16-bit samples [S, H, W]
+    -> top 8 bits -> "LA", "RGB" or "RGBA" [H, W, S] (unassociated alpha; "RGBa" if the file
+    says associated), with `opened`'s EXIF orientation tag kept for `_exif_transpose`.
+
+    Raises:
+        ImageDecodeError: not 16-bit, or not 2-4 samples (grey + alpha, RGB, RGB + alpha)."""
+    import tifffile  # only these files need it
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages.first
+        planes = np.asarray(page.asarray())
+        alpha_kind = tuple(page.extrasamples)
+    if planes.dtype != np.uint16 or planes.ndim != 3 or not 2 <= planes.shape[0] <= 4:
+        raise ImageDecodeError(f"separate-plane TIFF with {planes.dtype} samples of shape "
+                               f"{planes.shape} is not supported")
+    mode = {2: "LA", 3: "RGB", 4: "RGBA"}[planes.shape[0]]
+    if mode == "RGBA" and alpha_kind[:1] == (_TIFF_ASSOCIATED_ALPHA,):
+        mode = "RGBa"
+    eight_bit = np.moveaxis(planes >> 8, 0, -1).astype(np.uint8)
+    image = Image.frombytes(mode, (planes.shape[2], planes.shape[1]), eight_bit.tobytes())
+    orientation = opened.getexif().get(_EXIF_ORIENTATION)
+    if orientation is not None:
+        image.getexif()[_EXIF_ORIENTATION] = orientation
+    return image
 
 
 def _exif_transpose(image: Image.Image) -> Image.Image:
