@@ -26,7 +26,7 @@ import pytest
 import requests
 from PIL import Image
 
-from images_for_tests import encode, photo
+from images_for_tests import encode, photo, separate_planes_tiff
 from test_fetch_ssrf import RecordingServer, ok, redirect_to, send, trickle_body
 from tools import soak
 
@@ -115,12 +115,8 @@ def sixteen_bit_png() -> bytes:
 def separate_planes_tiff16() -> bytes:
     """GOOD_PNG's pixels as a 16-bit RGB TIFF with a plane per channel (v * 257: top 8 bits = v),
     the layout Pillow 13 alone decodes wrongly."""
-    import tifffile
-
     planes = np.moveaxis(np.asarray(photo("astronaut", (256, 256)), np.uint16) * 257, -1, 0)
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, planes, photometric="rgb", planarconfig="separate")
-    return buf.getvalue()
+    return separate_planes_tiff(planes, photometric="rgb")
 
 
 def cmyk_jpeg() -> bytes:

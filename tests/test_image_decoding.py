@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, JpegImagePlugin
 
-from images_for_tests import encode, photo
+from images_for_tests import encode, photo, separate_planes_tiff
 from vfm_serving import errors
 from vfm_serving.inputs import images
 from vfm_serving.inputs.base64_data import decode_base64
@@ -253,15 +253,6 @@ def test_sixteen_bit_rgb_png_and_tiff() -> None:
     tifffile.imwrite(buf, values, photometric="rgb")
     np.testing.assert_array_equal(pixels(decode_rgb(buf.getvalue(), SETTINGS)), expected)
     np.testing.assert_array_equal(pixels(decode_rgb(png16_rgb(values), SETTINGS)), expected)
-
-
-def separate_planes_tiff(planes: np.ndarray, **options) -> bytes:
-    """planes [S, H, W] written by tifffile with PlanarConfiguration 2 (a plane per channel)."""
-    import tifffile
-
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, planes, planarconfig="separate", **options)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("layout", [{}, {"byteorder": ">"}, {"rowsperstrip": 1},

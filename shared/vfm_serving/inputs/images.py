@@ -191,7 +191,7 @@ def read_separate_planes(data: bytes, opened: Image.Image) -> Image.Image:
 
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages.first
-        planes = np.asarray(page.asarray())
+        planes = page.asarray()
         alpha_kind = tuple(page.extrasamples)
     if planes.dtype != np.uint16 or planes.ndim != 3 or not 2 <= planes.shape[0] <= 4:
         raise ImageDecodeError(f"separate-plane TIFF with {planes.dtype} samples of shape "
