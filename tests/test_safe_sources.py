@@ -56,6 +56,7 @@ def test_opencv_sample_photos_are_training_photos():
     assert len(names) == 26 and all(n.startswith("cv_") for n in names)
     assert SPLIT_OF_SOURCE["opencv-python"] == "train" and "opencv-python" in TRAINING_SOURCES
     assert not set(EVALUATION_ONLY_SOURCES) & set(TRAINING_SOURCES)
+    assert all(SPLIT_OF_SOURCE[source] == "test" for source in EVALUATION_ONLY_SOURCES)
 
 
 def test_pillow_sample_photos_are_training_photos_unlike_any_evaluation_photo():
