@@ -175,7 +175,7 @@ def test_heads_of_an_older_format_fail_at_load(tmp_path):
     from vfm_serving.detection.heads import FORMAT_VERSION, HeadsMismatchError
 
     config = json.loads((SHIPPED_HEADS / "heads.json").read_text())
-    assert config["format_version"] == FORMAT_VERSION == 4
+    assert config["format_version"] == FORMAT_VERSION == 5
     config["format_version"] = 2
     (tmp_path / "heads.json").write_text(json.dumps(config))
     with pytest.raises(HeadsMismatchError, match="format_version 2"):
@@ -262,6 +262,58 @@ def test_texture_conditioned_deviation_keeps_minority_content_normal():
     assert float(conditioned[..., noise][torch.from_numpy(normal_busy)].abs().median()) < 1.5
     assert float(conditioned[..., noise][torch.from_numpy(edited)].median()) > 3
     assert conditioned.shape == stats_t.shape and bool(conditioned.abs().max() <= 8)
+
+
+def test_texture_conditioning_of_forensic_maps_keeps_smooth_content_normal():
+    """A resampling-like map that is high wherever the content is smooth (bokeh, sky: their
+    residuals are correlated) against busy patches: conditioned on the image's own texture, the
+    smooth majority and the busy minority are ordinary and a region whose map departs from that
+    relation stands out."""
+    from vfm_serving.detection.residuals import TEXTURE_FEATURES, texture_conditioned_deviation
+
+    rng = np.random.default_rng(1)
+    n, p, f = 3, 256, len(FEATURE_NAMES)
+    busy = rng.random((n, p)) < 0.3
+    texture = np.where(busy, 3.0, 0.0) + rng.normal(0, 0.2, (n, p))
+    stats = np.zeros((n, p, f), np.float32)
+    for name in TEXTURE_FEATURES:
+        stats[..., FEATURE_NAMES.index(name)] = texture
+    maps = np.stack([-0.9 * texture + rng.normal(0, 0.1, (n, p)),   # follows texture
+                     rng.normal(0, 1.0, (n, p))], -1).astype(np.float32)  # does not
+    edited = np.zeros((n, p), bool)
+    edited[1, 40:52] = True
+    maps[..., 0][edited] += 1.5
+    stats_t, maps_t = torch.from_numpy(stats), torch.from_numpy(maps)
+    conditioned = texture_conditioned_deviation(stats_t, maps_t)
+    assert conditioned.shape == maps_t.shape and bool(conditioned.abs().max() <= 8)
+    normal = torch.from_numpy(~edited)
+    plain_z = (maps_t[..., 0] - maps_t[..., 0].median()) / maps_t[..., 0][normal].std()
+    assert float(plain_z[torch.from_numpy(busy & ~edited)].abs().median()) > 1.5
+    assert float(conditioned[..., 0][normal].abs().median()) < 1.0
+    assert float(conditioned[..., 0][torch.from_numpy(edited)].median()) > 3
+
+
+def test_patch_rows_end_with_the_conditioned_forensic_context():
+    """The last 2K columns of a patch row: the neighbourhood mean of the texture-conditioned
+    relative forensic maps, then its absolute value."""
+    from vfm_serving.detection.detector import ImageFeatures, neighbourhood, patch_matrix
+    from vfm_serving.detection.forensics import CM_NAMES, NUM_FORENSIC, RELATIVE_NAMES
+    from vfm_serving.detection.residuals import texture_conditioned_deviation
+
+    n, grid, hidden, r = 2, 4, 8, len(FEATURE_NAMES)
+    features = ImageFeatures(
+        tiling=plan_tiling(64, 64, 56, 56, 4), patch_tokens=torch.randn(n, grid * grid, hidden),
+        cls=torch.randn(n, hidden), stats=torch.randn(n, grid * grid, r),
+        deviation=torch.randn(n, grid * grid, r), median=torch.randn(r), grid=grid,
+        forensic=torch.randn(n, grid * grid, NUM_FORENSIC),
+        forensic_median=torch.randn(len(RELATIVE_NAMES)))
+    rows = patch_matrix(features, token_features=False)
+    k = len(RELATIVE_NAMES)
+    conditioned = texture_conditioned_deviation(features.stats,
+                                                features.forensic[..., len(CM_NAMES):])
+    context = neighbourhood(conditioned, features.grid).reshape(-1, k)
+    torch.testing.assert_close(rows[:, -2 * k:-k], context, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rows[:, -k:], context.abs(), atol=1e-5, rtol=1e-5)
 
 
 def test_heads_for_rows_of_another_width_fail_at_load(tmp_path):

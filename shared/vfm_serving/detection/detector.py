@@ -8,7 +8,10 @@ centre [M = 2 copy-move maps as they are + K relative maps as robust z-scores] ;
 neighbourhood mean [M] and the absolute neighbourhood z of the relative maps [K] ; the
 neighbourhood mean of the TEXTURE-CONDITIONED z-score of the residual statistics (against what
 the image's own texture-vs-statistics relation predicts: `texture_conditioned_deviation`) [R]
-and its absolute value [R].
+and its absolute value [R] ; the neighbourhood mean of the texture-conditioned z-score of the
+relative forensic maps [K] and its absolute value [K] (bokeh, sky and other smooth content have
+their own resampling correlation and JPEG blockiness; against the image's own texture relation
+they are ordinary, an edit is not).
 (Absolute residual levels enter only the global head.)
 Global features per image: mean CLS [D] ; mean patch token [D] (both left out when the heads
 say `global_token_features: false`) ; pooled patch probabilities (mean, top-1% mean, top-5%
@@ -235,18 +238,23 @@ def patch_matrix(features: ImageFeatures, token_features: bool = True) -> torch.
     raises residuals, blur and resampling lower them: |z| lets even a linear head flag both) ;
     forensic features ; their neighbourhood mean ; |neighbourhood z| of the relative forensic
     maps ; the neighbourhood mean of the texture-conditioned z-score and its absolute value (a
-    smooth face against a sharp background is not an anomaly there). Absolute residual levels
+    smooth face against a sharp background is not an anomaly there), of the residual
+    statistics, then of the relative forensic maps. Absolute residual levels
     are left to the global head: on unfamiliar content (e.g. a night sky) they would flag the
     whole image."""
     context = neighbourhood(features.deviation, features.grid)
     forensic_context = neighbourhood(features.forensic, features.grid)
     conditioned = texture_conditioned_deviation(features.stats)
     conditioned_context = neighbourhood(conditioned, features.grid)
+    forensic_conditioned = texture_conditioned_deviation(
+        features.stats, features.forensic[..., len(CM_NAMES):])
+    forensic_conditioned_context = neighbourhood(forensic_conditioned, features.grid)
     tokens = [features.patch_tokens] if token_features else []
     x = torch.cat([*tokens, features.deviation, context, context.abs(),
                    features.forensic, forensic_context,
                    forensic_context[..., len(CM_NAMES):].abs(),
-                   conditioned_context, conditioned_context.abs()], dim=-1)
+                   conditioned_context, conditioned_context.abs(),
+                   forensic_conditioned_context, forensic_conditioned_context.abs()], dim=-1)
     return x.reshape(-1, x.shape[-1])
 
 
@@ -254,7 +262,8 @@ def patch_dim(hidden_size: int, token_features: bool = True) -> int:
     """Width of `patch_matrix` rows for a backbone of `hidden_size` (`token_features`: whether
     the patch token is part of them)."""
     tokens = hidden_size if token_features else 0
-    return tokens + 5 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES)
+    return tokens + 5 * len(FEATURE_NAMES) + 3 * NUM_FORENSIC - len(CM_NAMES) \
+        + 2 * len(RELATIVE_NAMES)
 
 
 def global_dim(hidden_size: int, token_features: bool = True) -> int:

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 HEADS_TENSORS = "heads.safetensors"
 HEADS_JSON = "heads.json"
-FORMAT_VERSION = 4  # 3: top-1% means instead of maxima in the global vector; token flags;
-#                    texture-conditioned z-scores in the patch rows. 4: the edit gate
+FORMAT_VERSION = 5  # 3: top-1% means instead of maxima in the global vector; token flags;
+#                    texture-conditioned z-scores in the patch rows. 4: the edit gate.
+#                    5: texture-conditioned forensic maps in the patch rows
 
 
 class HeadsMismatchError(RuntimeError):

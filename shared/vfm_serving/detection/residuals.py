@@ -18,7 +18,7 @@ measure, on the luminance and two chroma differences:
 z-score): local inconsistency, not absolute level, is what reveals an edit.
 """
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -238,19 +238,23 @@ TEXTURE_FEATURES: Tuple[str, ...] = ("log_local_var", "log_grad_energy")
 """Statistics that describe a patch's content (how busy it is), not its processing history."""
 
 
-def texture_conditioned_deviation(stats: torch.Tensor, outlier_z: float = 3.0) -> torch.Tensor:
-    """Robust z-score of every patch's statistics against what the image's OWN relation between
-    texture and statistics predicts for that patch: [N, P, F] -> [N, P, F], clipped to [-8, 8].
+def texture_conditioned_deviation(stats: torch.Tensor, values: Optional[torch.Tensor] = None,
+                                  outlier_z: float = 3.0) -> torch.Tensor:
+    """Robust z-score of every patch's statistics (or of `values` [N, P, K], e.g. the relative
+    forensic maps) against what the image's OWN relation between texture and those values
+    predicts for that patch: [N, P, F] (or [N, P, K]) out, clipped to [-8, 8].
 
-    Per image, each statistic is fitted by least squares on [1, t, t^2] of the TEXTURE_FEATURES
-    t (a second fit leaves out the patches with |z| > `outlier_z`, so an edited region does not
-    bend the fit); the residual is then scored by `robust_z` against the patches kept. A smooth
-    face against a sharp background is ordinary here (its residual statistics follow its
-    texture); noise added to, or removed from, a region is not.
+    Per image, each column is fitted by least squares on [1, t, t^2] of the TEXTURE_FEATURES t
+    of `stats` (a second fit leaves out the patches with |z| > `outlier_z`, so an edited region
+    does not bend the fit); the residual is then scored by `robust_z` against the patches kept.
+    A smooth face against a sharp background is ordinary here (its residual statistics and its
+    resampling correlation follow its texture); noise added to, or removed from, a region is
+    not.
     """
     n, p, f = stats.shape
-    flat = stats.reshape(-1, f).double()
-    texture = flat[:, [FEATURE_NAMES.index(name) for name in TEXTURE_FEATURES]]
+    flat_stats = stats.reshape(-1, f).double()
+    texture = flat_stats[:, [FEATURE_NAMES.index(name) for name in TEXTURE_FEATURES]]
+    flat = flat_stats if values is None else values.reshape(n * p, -1).double()
     texture = (texture - texture.mean(0)) / texture.std(0).clamp_min(1e-3)
     design = torch.cat([torch.ones(len(flat), 1, dtype=flat.dtype), texture, texture ** 2], 1)
     keep = torch.ones(len(flat), dtype=torch.bool)
@@ -261,4 +265,4 @@ def texture_conditioned_deviation(stats: torch.Tensor, outlier_z: float = 3.0) -
         keep = (z.abs() <= outlier_z).all(1)
         if int(keep.sum()) < 4 * design.shape[1]:
             break
-    return z.clamp(-8, 8).float().reshape(n, p, f)
+    return z.clamp(-8, 8).float().reshape(n, p, -1)
