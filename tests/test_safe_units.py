@@ -183,17 +183,10 @@ def test_heads_of_an_older_format_fail_at_load(tmp_path):
 
 
 def test_patch_rows_without_tokens_have_the_declared_width():
-    from vfm_serving.detection.detector import ImageFeatures, patch_dim, patch_matrix
-    from vfm_serving.detection.forensics import NUM_FORENSIC, RELATIVE_NAMES
+    from vfm_serving.detection.detector import patch_dim, patch_matrix
 
-    n, grid, hidden, r = 2, 4, 8, len(FEATURE_NAMES)
-    tiling = plan_tiling(64, 64, 56, 56, 4)
-    features = ImageFeatures(
-        tiling=tiling, patch_tokens=torch.randn(n, grid * grid, hidden),
-        cls=torch.randn(n, hidden), stats=torch.randn(n, grid * grid, r),
-        deviation=torch.randn(n, grid * grid, r), median=torch.randn(r), grid=grid,
-        forensic=torch.randn(n, grid * grid, NUM_FORENSIC),
-        forensic_median=torch.randn(len(RELATIVE_NAMES)))
+    n, grid, hidden = 2, 4, 8
+    features = _random_features(n, grid, hidden)
     with_tokens, without = patch_matrix(features, True), patch_matrix(features, False)
     assert with_tokens.shape == (n * grid * grid, patch_dim(hidden, True))
     assert without.shape == (n * grid * grid, patch_dim(hidden, False))
@@ -236,19 +229,43 @@ def test_global_pooling_does_not_grow_with_the_number_of_patches():
     assert 2.4 < top1_small < 2.95 and 2.4 < top1_large < 2.95
 
 
+def _busy_and_smooth_stats(rng: np.random.Generator, n: int, p: int):
+    """(busy [n, p] bool, texture [n, p], stats float32 [n, p, F]): 30% busy patches (texture
+    3) among smooth ones (0), noise 0.2; the TEXTURE_FEATURES columns hold the texture, the
+    others 0."""
+    from vfm_serving.detection.residuals import TEXTURE_FEATURES
+
+    busy = rng.random((n, p)) < 0.3
+    texture = np.where(busy, 3.0, 0.0) + rng.normal(0, 0.2, (n, p))
+    stats = np.zeros((n, p, len(FEATURE_NAMES)), np.float32)
+    for name in TEXTURE_FEATURES:
+        stats[..., FEATURE_NAMES.index(name)] = texture
+    return busy, texture, stats
+
+
+def _random_features(n: int, grid: int, hidden: int):
+    """ImageFeatures of n windows with random tokens, statistics and forensic maps."""
+    from vfm_serving.detection.detector import ImageFeatures
+    from vfm_serving.detection.forensics import NUM_FORENSIC, RELATIVE_NAMES
+
+    r = len(FEATURE_NAMES)
+    return ImageFeatures(
+        tiling=plan_tiling(64, 64, 56, 56, 4), patch_tokens=torch.randn(n, grid * grid, hidden),
+        cls=torch.randn(n, hidden), stats=torch.randn(n, grid * grid, r),
+        deviation=torch.randn(n, grid * grid, r), median=torch.randn(r), grid=grid,
+        forensic=torch.randn(n, grid * grid, NUM_FORENSIC),
+        forensic_median=torch.randn(len(RELATIVE_NAMES)))
+
+
 def test_texture_conditioned_deviation_keeps_minority_content_normal():
     """A smooth face (70% of the patches) against a busy background (30%): the plain robust
     z-score flags the whole background, the texture-conditioned one does not; noise added to a
     few patches stands out in both."""
-    from vfm_serving.detection.residuals import TEXTURE_FEATURES, texture_conditioned_deviation
+    from vfm_serving.detection.residuals import texture_conditioned_deviation
 
     rng = np.random.default_rng(0)
-    n, p, f = 4, 256, len(FEATURE_NAMES)
-    busy = rng.random((n, p)) < 0.3
-    texture = np.where(busy, 3.0, 0.0) + rng.normal(0, 0.2, (n, p))
-    stats = np.zeros((n, p, f), np.float32)
-    for name in TEXTURE_FEATURES:
-        stats[..., FEATURE_NAMES.index(name)] = texture
+    n, p = 4, 256
+    busy, texture, stats = _busy_and_smooth_stats(rng, n, p)
     noise = FEATURE_NAMES.index("log_noise_mad")
     stats[..., noise] = 0.8 * texture + rng.normal(0, 0.1, (n, p))  # noise follows texture
     edited = np.zeros((n, p), bool)
@@ -269,15 +286,11 @@ def test_texture_conditioning_of_forensic_maps_keeps_smooth_content_normal():
     residuals are correlated) against busy patches: conditioned on the image's own texture, the
     smooth majority and the busy minority are ordinary and a region whose map departs from that
     relation stands out."""
-    from vfm_serving.detection.residuals import TEXTURE_FEATURES, texture_conditioned_deviation
+    from vfm_serving.detection.residuals import texture_conditioned_deviation
 
     rng = np.random.default_rng(1)
-    n, p, f = 3, 256, len(FEATURE_NAMES)
-    busy = rng.random((n, p)) < 0.3
-    texture = np.where(busy, 3.0, 0.0) + rng.normal(0, 0.2, (n, p))
-    stats = np.zeros((n, p, f), np.float32)
-    for name in TEXTURE_FEATURES:
-        stats[..., FEATURE_NAMES.index(name)] = texture
+    n, p = 3, 256
+    busy, texture, stats = _busy_and_smooth_stats(rng, n, p)
     maps = np.stack([-0.9 * texture + rng.normal(0, 0.1, (n, p)),   # follows texture
                      rng.normal(0, 1.0, (n, p))], -1).astype(np.float32)  # does not
     edited = np.zeros((n, p), bool)
@@ -296,17 +309,11 @@ def test_texture_conditioning_of_forensic_maps_keeps_smooth_content_normal():
 def test_patch_rows_end_with_the_conditioned_forensic_context():
     """The last 2K columns of a patch row: the neighbourhood mean of the texture-conditioned
     relative forensic maps, then its absolute value."""
-    from vfm_serving.detection.detector import ImageFeatures, neighbourhood, patch_matrix
-    from vfm_serving.detection.forensics import CM_NAMES, NUM_FORENSIC, RELATIVE_NAMES
+    from vfm_serving.detection.detector import neighbourhood, patch_matrix
+    from vfm_serving.detection.forensics import CM_NAMES, RELATIVE_NAMES
     from vfm_serving.detection.residuals import texture_conditioned_deviation
 
-    n, grid, hidden, r = 2, 4, 8, len(FEATURE_NAMES)
-    features = ImageFeatures(
-        tiling=plan_tiling(64, 64, 56, 56, 4), patch_tokens=torch.randn(n, grid * grid, hidden),
-        cls=torch.randn(n, hidden), stats=torch.randn(n, grid * grid, r),
-        deviation=torch.randn(n, grid * grid, r), median=torch.randn(r), grid=grid,
-        forensic=torch.randn(n, grid * grid, NUM_FORENSIC),
-        forensic_median=torch.randn(len(RELATIVE_NAMES)))
+    features = _random_features(n=2, grid=4, hidden=8)
     rows = patch_matrix(features, token_features=False)
     k = len(RELATIVE_NAMES)
     conditioned = texture_conditioned_deviation(features.stats,
